@@ -1,0 +1,1 @@
+"""A local DigitalOcean API simulator, for demos, tests and benchmarks."""
