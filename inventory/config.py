@@ -1,0 +1,248 @@
+"""Settings, in one place: a TOML file, then the environment, validated early.
+
+A bad value stops start-up with one line naming the key; the token and the
+database password never appear in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from inventory.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "inventory.toml"
+DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
+
+# Environment variable -> (section, key). Values are strings; pydantic coerces.
+ENVIRONMENT = {
+    "DIGITALOCEAN_TOKEN": ("api", "token"),
+    "DIGITALOCEAN_TOKEN_FILE": ("api", "token_file"),
+    "DIGITALOCEAN_API_URL": ("api", "url"),
+    "INVENTORY_ACCOUNT": ("", "account"),
+    "INVENTORY_DATABASE_URL": ("store", "url"),
+    "INVENTORY_HTTP_HOST": ("daemon", "http_host"),
+    "INVENTORY_HTTP_PORT": ("daemon", "http_port"),
+    "INVENTORY_LOG_FORMAT": ("log", "format"),
+    "INVENTORY_LOG_LEVEL": ("log", "level"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class APISettings(_Section):
+    """How to reach DigitalOcean."""
+
+    url: str = "https://api.digitalocean.com"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    per_page: int = Field(200, ge=1, le=200)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    total_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class RateLimitSettings(_Section):
+    """DigitalOcean's per-token budgets; raise them for accounts with more."""
+
+    per_minute: int | None = Field(250, ge=1)
+    per_hour: int | None = Field(5000, ge=1)
+    time_scale: float = Field(1.0, gt=0)
+
+
+class SyncSettings(_Section):
+    """What one sync run fetches, and how hard."""
+
+    concurrency: int = Field(8, ge=1, le=256)
+    deadline_s: float = Field(3300.0, gt=0)
+    actions_for: Literal["private", "all"] = "private"
+    private: bool | None = None
+    type: Literal["application", "distribution"] | None = None
+    tag_name: str | None = None
+    write_batch: int = Field(500, ge=1, le=10000)
+
+
+class StoreSettings(_Section):
+    """Where the copy lives."""
+
+    url: str = DEFAULT_DATABASE_URL
+    migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        database_url(value)
+        return value
+
+
+class DaemonSettings(_Section):
+    """How `inventory run` schedules syncs and serves its endpoints."""
+
+    interval_s: float = Field(900.0, gt=0)
+    cron: str | None = None
+    jitter_s: float = Field(30.0, ge=0)
+    grace_s: float = Field(30.0, ge=0)
+    readiness_age_s: float | None = Field(None, gt=0)
+    store_wait_s: float = Field(60.0, ge=0)
+    run_retention_days: float = Field(90.0, gt=0)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535)
+
+
+class LogSettings(_Section):
+    """Log lines: text for people, JSON lines for pipelines."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    """Everything the commands need, built by `load_settings`."""
+
+    account: str = Field("default", min_length=1, max_length=64)
+    api: APISettings = APISettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    sync: SyncSettings = SyncSettings()
+    store: StoreSettings = StoreSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    log: LogSettings = LogSettings()
+
+    def token(self) -> str:
+        """The API token, read from the setting or its file; ConfigError if none."""
+        if self.api.token is not None and self.api.token.get_secret_value():
+            return self.api.token.get_secret_value().strip()
+        if self.api.token_file is not None:
+            return _read_token_file(self.api.token_file)
+        raise ConfigError(
+            "No DigitalOcean token: set DIGITALOCEAN_TOKEN, or DIGITALOCEAN_TOKEN_FILE "
+            "to a file holding it (a read-only token with the image:read scope)."
+        )
+
+    def database_url(self) -> URL:
+        """The store's URL, with an async driver chosen for the user."""
+        return database_url(self.store.url)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Read the TOML file (INVENTORY_CONFIG, else ./inventory.toml), then the env."""
+    environ = os.environ if environ is None else environ
+    data = _read_file(_config_path(path, environ))
+    for name, (section, key) in ENVIRONMENT.items():
+        if environ.get(name):
+            _put(data, section, key, environ[name])
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                _put(data, section, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def database_url(raw: str) -> URL:
+    """Parse a database URL and choose the async driver: aiosqlite or asyncpg."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            "store.url is not a database URL; expected sqlite:///PATH "
+            "or postgresql://USER@HOST/DB."
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ConfigError(
+        f"store.url uses {backend!r}; only sqlite:/// and postgresql:// are supported."
+    )
+
+
+def _config_path(path: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if environ.get("INVENTORY_CONFIG"):
+        return Path(environ["INVENTORY_CONFIG"])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        message = f"Cannot read the configuration file {path}: {exc.strerror}."
+        raise ConfigError(message) from None
+    except tomllib.TOMLDecodeError as exc:
+        message = f"The configuration file {path} is not valid TOML: {exc}."
+        raise ConfigError(message) from None
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"api.token_file: cannot read {path}: {exc.strerror}."
+        ) from None
+    if not token:
+        raise ConfigError(f"api.token_file: {path} is empty.")
+    return token
+
+
+def _put(data: dict[str, Any], section: str, key: str, value: object) -> None:
+    target = data.setdefault(section, {}) if section else data
+    if not isinstance(target, dict):
+        raise ConfigError(f"{section} must be a table in the configuration file.")
+    target[key] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, naming the key; never echoing a secret's value."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        problems.append(f"{key}: {message}")
+    return "Invalid configuration: " + "; ".join(problems) + "."

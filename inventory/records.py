@@ -1,0 +1,165 @@
+"""Typed records for DigitalOcean images and actions, parsed without I/O.
+
+The API's model marks no field required, so every field but `id` may be null or
+absent; parsing tolerates that and keeps the whole object in `raw`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+JSON = Any
+T = TypeVar("T")
+
+
+class PayloadError(ValueError):
+    """An API object lacks what we cannot do without (an integer `id`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One entry of `GET /v2/images`."""
+
+    id: int
+    name: str | None
+    type: str | None
+    distribution: str | None
+    slug: str | None
+    public: bool | None
+    regions: list[str]
+    created_at: datetime | None
+    min_disk_size: int | None
+    size_gigabytes: float | None
+    description: str | None
+    tags: list[str] | None
+    status: str | None
+    error_message: str | None
+    raw: dict[str, JSON]
+
+    @property
+    def region_slugs(self) -> list[str]:
+        """The image's regions, duplicates removed, in their first order."""
+        return list(dict.fromkeys(self.regions))
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One entry of `GET /v2/images/{image_id}/actions` or `GET /v2/actions`."""
+
+    id: int
+    status: str | None
+    type: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    resource_id: int | None
+    resource_type: str | None
+    region: JSON
+    region_slug: str | None
+    raw: dict[str, JSON]
+
+
+def parse_image(obj: object) -> Image:
+    """Build an Image from one API object; raise PayloadError if it has no id."""
+    data = _require_object(obj, "image")
+    return Image(
+        id=_require_id(data, "image"),
+        name=_optional(data, "name", str),
+        type=_optional(data, "type", str),
+        distribution=_optional(data, "distribution", str),
+        slug=_optional(data, "slug", str),
+        public=_optional(data, "public", bool),
+        regions=_strings(data.get("regions")) or [],
+        created_at=parse_timestamp(data.get("created_at")),
+        min_disk_size=_optional_int(data.get("min_disk_size")),
+        size_gigabytes=_optional_float(data.get("size_gigabytes")),
+        description=_optional(data, "description", str),
+        tags=_strings(data.get("tags")),
+        status=_optional(data, "status", str),
+        error_message=_optional(data, "error_message", str),
+        raw=data,
+    )
+
+
+def parse_action(obj: object) -> Action:
+    """Build an Action from one API object; raise PayloadError if it has no id."""
+    data = _require_object(obj, "action")
+    return Action(
+        id=_require_id(data, "action"),
+        status=_optional(data, "status", str),
+        type=_optional(data, "type", str),
+        started_at=parse_timestamp(data.get("started_at")),
+        completed_at=parse_timestamp(data.get("completed_at")),
+        resource_id=_optional_int(data.get("resource_id")),
+        resource_type=_optional(data, "resource_type", str),
+        region=data.get("region"),
+        region_slug=_optional(data, "region_slug", str),
+        raw=data,
+    )
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Parse RFC 3339 (fractions, `Z` or an offset) or Unix seconds, as UTC.
+
+    A value that is not a timestamp gives None: the raw object still holds it.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        logger.warning("Kept an unreadable timestamp %r only in raw", value)
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _require_object(obj: object, kind: str) -> dict[str, JSON]:
+    if not isinstance(obj, dict):
+        raise PayloadError(f"An {kind} in the API's answer is not a JSON object.")
+    return obj
+
+
+def _require_id(data: dict[str, JSON], kind: str) -> int:
+    value = _optional_int(data.get("id"))
+    if value is None:
+        raise PayloadError(
+            f"An {kind} in the API's answer has no integer id: {data.get('id')!r}."
+        )
+    return value
+
+
+def _optional(data: dict[str, JSON], key: str, kind: type[T]) -> T | None:
+    value = data.get(key)
+    return value if isinstance(value, kind) else None
+
+
+def _optional_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _optional_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _strings(value: object) -> list[str] | None:
+    if not isinstance(value, list):
+        return None
+    return [item for item in value if isinstance(item, str)]

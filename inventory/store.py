@@ -1,0 +1,517 @@
+"""The store: the only module that knows SQL.
+
+Writes are idempotent upserts (`INSERT ... ON CONFLICT DO UPDATE`) on SQLite and
+PostgreSQL alike, each batch its own transaction, so an interrupted sync leaves
+nothing half-written; the schema comes only from the alembic migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from alembic import command
+from inventory.config import database_url
+from inventory.errors import StoreError
+from inventory.records import Action, Image
+from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow, SyncRunRow
+
+logger = logging.getLogger(__name__)
+
+# Pre-selects bind one parameter per key; 900 stays below the 999 variables
+# that SQLite builds before 3.32 allow, whatever `write_batch` says.
+KEY_CHUNK = 900
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+IMAGES = ImageRow.__table__
+IMAGE_REGIONS = ImageRegionRow.__table__
+IMAGE_ACTIONS = ImageActionRow.__table__
+SYNC_RUNS = SyncRunRow.__table__
+
+
+@dataclass
+class UpsertCounts:
+    """What one upsert did: rows new to the store, rows whose content changed."""
+
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+
+    def __iadd__(self, other: UpsertCounts) -> UpsertCounts:
+        self.seen += other.seen
+        self.added += other.added
+        self.updated += other.updated
+        return self
+
+
+@dataclass
+class RunCounts:
+    """The figures a sync run records in `sync_runs`."""
+
+    images_seen: int = 0
+    images_added: int = 0
+    images_updated: int = 0
+    images_removed: int = 0
+    actions_seen: int = 0
+    actions_added: int = 0
+    actions_updated: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    rate_wait_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, Any]:
+        values = dict(vars(self))
+        values.pop("extra")
+        return values
+
+
+def _dumps(value: object) -> str:
+    # Sorted keys make equal JSON equal text, so SQLite can compare `raw`.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def migrations_path() -> Path:
+    """Where the alembic scripts are: in the installed package, else the checkout.
+
+    A wheel carries the top-level alembic/ as inventory/migrations/; a source
+    checkout (and an editable install) has it beside the package.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "migrations", package.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StoreError(f"The migrations are missing from {package}; reinstall inventory.")
+
+
+class Store:
+    """An async SQLAlchemy engine on one SQLite file or PostgreSQL database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str | URL, *, read_only: bool = False) -> Store:
+        """Open a store by URL; plain sqlite:/// and postgresql:// are fine."""
+        url = database_url(url) if isinstance(url, str) else url
+        if read_only and url.get_backend_name() == "sqlite":
+            url = _read_only_sqlite(url)
+        options: dict[str, Any] = {"json_serializer": _dumps}
+        if url.get_backend_name() == "sqlite":
+            # One connection per use: aiosqlite threads are cheap and WAL lets
+            # readers and the writer proceed together.
+            options["poolclass"] = NullPool
+        else:
+            options["pool_pre_ping"] = True
+        engine = create_async_engine(url, **options)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas(read_only))
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"The store at {self.describe()} does not answer: {_one_line(exc)}"
+            ) from exc
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest alembic revision."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"Could not migrate the store at {self.describe()}: {_one_line(exc)}"
+            ) from exc
+
+    async def revision(self) -> str | None:
+        """The schema's alembic revision, or None before the first migration."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_current_revision)
+
+    # Sync runs.
+
+    async def start_run(self, account: str, started_at: datetime) -> int:
+        """Record a new `running` run and return its id (per account)."""
+        async with self.engine.begin() as conn:
+            next_id = await conn.scalar(
+                select(func.coalesce(func.max(SYNC_RUNS.c.id), 0) + 1).where(
+                    SYNC_RUNS.c.account == account
+                )
+            )
+            run_id = int(next_id or 1)
+            values = RunCounts().columns()
+            await conn.execute(
+                insert(SYNC_RUNS).values(
+                    account=account,
+                    id=run_id,
+                    started_at=started_at,
+                    status="running",
+                    **values,
+                )
+            )
+        return run_id
+
+    async def finish_run(
+        self,
+        account: str,
+        run_id: int,
+        *,
+        status: str,
+        finished_at: datetime,
+        counts: RunCounts,
+        error: str | None = None,
+    ) -> None:
+        """Record how a run ended."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(SYNC_RUNS)
+                .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=finished_at,
+                    error=error,
+                    **counts.columns(),
+                )
+            )
+
+    async def recent_runs(
+        self, account: str | None = None, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The newest runs first, as plain dicts."""
+        query = select(SYNC_RUNS).order_by(SYNC_RUNS.c.started_at.desc()).limit(limit)
+        if account is not None:
+            query = query.where(SYNC_RUNS.c.account == account)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(row) for row in rows]
+
+    async def prune_runs(self, older_than: datetime) -> int:
+        """Delete finished runs that started before `older_than`."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(SYNC_RUNS).where(
+                    SYNC_RUNS.c.started_at < older_than,
+                    SYNC_RUNS.c.status != "running",
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def close_stale_runs(self, account: str, finished_at: datetime) -> int:
+        """Mark runs left `running` by a process that died as `interrupted`."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(SYNC_RUNS)
+                .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.status == "running")
+                .values(
+                    status="interrupted",
+                    finished_at=finished_at,
+                    error="The process running this sync stopped before it ended.",
+                )
+            )
+        return int(result.rowcount or 0)
+
+    # Images.
+
+    async def upsert_images(
+        self, account: str, images: Iterable[Image], seen_at: datetime
+    ) -> UpsertCounts:
+        """Insert or update images, and keep their `image_regions` in step.
+
+        Duplicates in one call are reduced to the last copy. Nothing but
+        `last_seen_at` changes for an image whose API object is unchanged.
+        """
+        latest = {image.id: image for image in images}
+        counts = UpsertCounts(seen=len(latest))
+        if not latest:
+            return counts
+        async with self.engine.begin() as conn:
+            known = await self._known(conn, IMAGES, account, latest)
+            fresh = [i for i in latest.values() if known.get(i.id, _MISSING) != i.raw]
+            counts.added = sum(1 for i in fresh if i.id not in known)
+            counts.updated = len(fresh) - counts.added
+            rows = [_image_row(account, image, seen_at) for image in latest.values()]
+            await conn.execute(self._upsert_images_statement(), rows)
+            await self._replace_regions(conn, account, fresh)
+        return counts
+
+    def _upsert_images_statement(self) -> Any:
+        stmt = self._insert(IMAGES)
+        excluded = stmt.excluded
+        keep = {"account", "id", "first_seen_at", "updated_at"}
+        values = {c.name: excluded[c.name] for c in IMAGES.c if c.name not in keep}
+        values["deleted_at"] = None
+        values["updated_at"] = case(
+            (IMAGES.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
+            else_=IMAGES.c.updated_at,
+        )
+        return stmt.on_conflict_do_update(index_elements=["account", "id"], set_=values)
+
+    async def _replace_regions(
+        self, conn: AsyncConnection, account: str, images: Sequence[Image]
+    ) -> None:
+        for chunk in _chunks([image.id for image in images], KEY_CHUNK):
+            await conn.execute(
+                delete(IMAGE_REGIONS).where(
+                    IMAGE_REGIONS.c.account == account,
+                    IMAGE_REGIONS.c.image_id.in_(chunk),
+                )
+            )
+        rows = [
+            {"account": account, "image_id": image.id, "region_slug": slug}
+            for image in images
+            for slug in image.region_slugs
+        ]
+        if rows:
+            await conn.execute(insert(IMAGE_REGIONS), rows)
+
+    async def mark_images_deleted(
+        self,
+        account: str,
+        seen_at: datetime,
+        deleted_at: datetime,
+        in_scope: Callable[[Row[Any]], bool] = lambda row: True,
+    ) -> int:
+        """Mark images not seen at `seen_at` deleted; return how many.
+
+        `in_scope` receives rows of (id, public, tags) and says which images the
+        listing could have returned, so a filtered listing deletes nothing else.
+        """
+        async with self.engine.begin() as conn:
+            candidates = await conn.execute(
+                select(IMAGES.c.id, IMAGES.c.public, IMAGES.c.tags).where(
+                    IMAGES.c.account == account,
+                    IMAGES.c.deleted_at.is_(None),
+                    IMAGES.c.last_seen_at != seen_at,
+                )
+            )
+            gone = [row.id for row in candidates if in_scope(row)]
+            for chunk in _chunks(gone, KEY_CHUNK):
+                await conn.execute(
+                    update(IMAGES)
+                    .where(IMAGES.c.account == account, IMAGES.c.id.in_(chunk))
+                    .values(deleted_at=deleted_at)
+                )
+        return len(gone)
+
+    async def image_count(self, account: str, *, private_only: bool = False) -> int:
+        """How many live images the store holds: the next run's likely size."""
+        query = select(func.count()).where(
+            IMAGES.c.account == account, IMAGES.c.deleted_at.is_(None)
+        )
+        if private_only:
+            query = query.where(IMAGES.c.public.is_not(True))
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    # Actions.
+
+    async def upsert_actions(
+        self,
+        account: str,
+        actions: Iterable[tuple[int, Action]],
+        seen_at: datetime,
+    ) -> UpsertCounts:
+        """Insert or update (image_id, action) pairs; actions are never deleted."""
+        latest = {action.id: (image_id, action) for image_id, action in actions}
+        counts = UpsertCounts(seen=len(latest))
+        if not latest:
+            return counts
+        async with self.engine.begin() as conn:
+            known = await self._known(conn, IMAGE_ACTIONS, account, latest)
+            for action_id, (_, action) in latest.items():
+                before = known.get(action_id, _MISSING)
+                if before is _MISSING:
+                    counts.added += 1
+                elif before != action.raw:
+                    counts.updated += 1
+            rows = [
+                _action_row(account, image_id, action, seen_at)
+                for image_id, action in latest.values()
+            ]
+            await conn.execute(self._upsert_actions_statement(), rows)
+        return counts
+
+    def _upsert_actions_statement(self) -> Any:
+        stmt = self._insert(IMAGE_ACTIONS)
+        keep = {"account", "id", "first_seen_at"}
+        values = {
+            c.name: stmt.excluded[c.name] for c in IMAGE_ACTIONS.c if c.name not in keep
+        }
+        return stmt.on_conflict_do_update(index_elements=["account", "id"], set_=values)
+
+    # Read-only queries, for `inventory query`.
+
+    async def execute_read_only(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run one statement in a read-only transaction; return columns and rows."""
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+            result = await conn.execute(text(sql), params or {})
+            columns = list(result.keys()) if result.returns_rows else []
+            rows = [tuple(row) for row in result] if result.returns_rows else []
+            await conn.rollback()
+        return columns, rows
+
+    # Helpers.
+
+    def _insert(self, table: Any) -> Any:
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    async def _known(
+        self, conn: AsyncConnection, table: Any, account: str, keys: Iterable[int]
+    ) -> dict[int, Any]:
+        """The stored `raw` of each key that exists already."""
+        known: dict[int, Any] = {}
+        for chunk in _chunks(list(keys), KEY_CHUNK):
+            result = await conn.execute(
+                select(table.c.id, table.c.raw).where(
+                    and_(table.c.account == account, table.c.id.in_(chunk))
+                )
+            )
+            known.update({row.id: row.raw for row in result})
+        return known
+
+
+_MISSING: Any = object()
+
+
+def _image_row(account: str, image: Image, seen_at: datetime) -> dict[str, Any]:
+    return {
+        "account": account,
+        "id": image.id,
+        "name": image.name,
+        "type": image.type,
+        "distribution": image.distribution,
+        "slug": image.slug,
+        "public": image.public,
+        "regions": image.regions,
+        "created_at": image.created_at,
+        "min_disk_size": image.min_disk_size,
+        "size_gigabytes": image.size_gigabytes,
+        "description": image.description,
+        "tags": image.tags,
+        "status": image.status,
+        "error_message": image.error_message,
+        "raw": image.raw,
+        "first_seen_at": seen_at,
+        "last_seen_at": seen_at,
+        "updated_at": seen_at,
+        "deleted_at": None,
+    }
+
+
+def _action_row(
+    account: str, image_id: int, action: Action, seen_at: datetime
+) -> dict[str, Any]:
+    return {
+        "account": account,
+        "id": action.id,
+        "image_id": image_id,
+        "completed_at": action.completed_at,
+        "region": action.region,
+        "region_slug": action.region_slug,
+        "resource_id": action.resource_id,
+        "resource_type": action.resource_type,
+        "started_at": action.started_at,
+        "status": action.status,
+        "type": action.type,
+        "raw": action.raw,
+        "first_seen_at": seen_at,
+        "last_seen_at": seen_at,
+    }
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_path()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _read_only_sqlite(url: URL) -> URL:
+    """Open the SQLite file with mode=ro, so nothing can write through it."""
+    path = url.database or ""
+    if not path or path == ":memory:":
+        return url
+    return url.set(database=f"file:{Path(path).absolute()}?mode=ro").update_query_dict(
+        {"uri": "true"}
+    )
+
+
+def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if read_only:
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            # WAL: readers never block the writer, nor the writer them.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return on_connect
+
+
+def _one_line(exc: BaseException) -> str:
+    """The database's own message, on one line, without SQLAlchemy's boilerplate."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    message = " ".join(str(exc).split())
+    return message.split(" [SQL:")[0].split(" (Background on this error")[0]
