@@ -148,7 +148,7 @@ class Store:
                 await conn.execute(text("SELECT 1"))
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(
-                f"The store at {self.describe()} does not answer: {_one_line(exc)}"
+                f"The store at {self.describe()} does not answer: {one_line(exc)}"
             ) from exc
 
     async def migrate(self) -> None:
@@ -158,7 +158,7 @@ class Store:
                 await conn.run_sync(_upgrade)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(
-                f"Could not migrate the store at {self.describe()}: {_one_line(exc)}"
+                f"Could not migrate the store at {self.describe()}: {one_line(exc)}"
             ) from exc
 
     async def revision(self) -> str | None:
@@ -509,7 +509,7 @@ def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The database's own message, on one line, without SQLAlchemy's boilerplate."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig

@@ -1,0 +1,159 @@
+"""The `inventory` command line: every expected failure is one line and an exit code.
+
+Exit codes: 0 success; 1 a run that was partial, failed or interrupted; 2 bad
+usage or configuration, including a token DigitalOcean rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from inventory import __version__, logs
+from inventory.client import open_client
+from inventory.config import ConfigError, Settings, load_settings
+from inventory.errors import AuthError, InventoryError
+from inventory.store import Store, one_line
+from inventory.sync import SyncResult, sync_account
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+database_option = click.option(
+    "--database",
+    "database",
+    metavar="URL",
+    help="Database URL (sqlite:///PATH or postgresql://...); "
+    "overrides INVENTORY_DATABASE_URL and the file.",
+)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one line on standard error and exit."""
+    click.echo(f"inventory: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_from(ctx: click.Context, **store: Any) -> Settings:
+    """Load settings once per command, with the command's own overrides."""
+    overrides = {"store": {"url": store.get("database")}}
+    try:
+        settings = load_settings(ctx.obj.get("config"), overrides=overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    secrets = []
+    if settings.api.token is not None:
+        secrets.append(settings.api.token.get_secret_value())
+    logs.configure(
+        settings.log.format, ctx.obj.get("log_level") or settings.log.level, secrets
+    )
+    return settings
+
+
+def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
+    """Run a coroutine command; turn the project's errors into one line."""
+
+    @wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = asyncio.run(main(*args, **kwargs))
+        except KeyboardInterrupt:
+            fail("interrupted.", EXIT_RUN_FAILED)
+        except (ConfigError, AuthError) as exc:
+            fail(str(exc), EXIT_USAGE)
+        except InventoryError as exc:
+            fail(str(exc), EXIT_RUN_FAILED)
+        except SQLAlchemyError as exc:
+            fail(f"the store failed: {one_line(exc)}", EXIT_RUN_FAILED)
+        sys.exit(code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="inventory")
+@click.option(
+    "--config",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="TOML settings file (default: $INVENTORY_CONFIG, else ./inventory.toml).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Override log.level.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, log_level: str | None) -> None:
+    """Keep a live SQL copy of a DigitalOcean account's images and actions."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    ctx.obj["log_level"] = log_level.upper() if log_level else None
+
+
+@cli.command()
+@database_option
+@click.option("--no-migrate", is_flag=True, help="Do not migrate the store first.")
+@click.pass_context
+def sync(ctx: click.Context, database: str | None, no_migrate: bool) -> None:
+    """Run one sync and print its summary."""
+    settings = settings_from(ctx, database=database)
+    run_async(_sync)(settings, migrate=settings.store.migrate and not no_migrate)
+
+
+async def _sync(settings: Settings, *, migrate: bool) -> int:
+    settings.token()  # fail before touching the store when there is none
+    store = Store.open(settings.database_url())
+    try:
+        if migrate:
+            await store.migrate()
+        async with open_client(settings) as client:
+            result = await sync_account(client, store, settings)
+    finally:
+        await store.close()
+    click.echo(result.summary())
+    return exit_code(result)
+
+
+def exit_code(result: SyncResult) -> int:
+    return EXIT_OK if result.status == "succeeded" else EXIT_RUN_FAILED
+
+
+@cli.command()
+@database_option
+@click.pass_context
+def migrate(ctx: click.Context, database: str | None) -> None:
+    """Create or upgrade the store's schema."""
+    settings = settings_from(ctx, database=database)
+    run_async(_migrate)(settings)
+
+
+async def _migrate(settings: Settings) -> int:
+    store = Store.open(settings.database_url())
+    try:
+        await store.migrate()
+        revision = await store.revision()
+    finally:
+        await store.close()
+    click.echo(f"Store {store.describe()} is at schema revision {revision}.")
+    return EXIT_OK
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules."""
+    from inventory.simulator.command import simulate
+
+    cli.add_command(simulate)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    _register_optional_commands()
+    cli(prog_name="inventory")

@@ -1,0 +1,61 @@
+"""Log set-up, done once by the CLI: text for people, JSON lines for pipelines.
+
+A filter on the root handler replaces any secret that reaches a message, as a
+last guard: nothing should log one in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+
+from pythonjsonlogger.json import JsonFormatter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class RedactSecrets(logging.Filter):
+    """Replace each secret in a record's message and arguments with `***`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if len(secret) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(secret in text for secret in self.secrets):
+                record.exc_info, record.exc_text = None, None
+                record.msg = f"{record.msg} (traceback withheld: it held a secret)"
+        return True
+
+
+def configure(
+    format: str = "text", level: str = "INFO", secrets: Iterable[str] = ()
+) -> None:
+    """Send log records to standard error in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if format == "json":
+        handler.setFormatter(
+            JsonFormatter(JSON_FORMAT, rename_fields={"levelname": "level"})
+        )
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactSecrets(secrets))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Quieter libraries: their INFO lines are per request or per migration step.
+    for name in ("aiohttp.access", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

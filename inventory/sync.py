@@ -1,0 +1,382 @@
+"""One sync run: list images, choose those whose actions to fetch, fetch, write.
+
+The steps run as a pipeline: image pages are written as they arrive while a
+bounded pool fetches actions, and one writer batches rows into transactions.
+Nothing here knows SQL (that is the store) or the scheduler (that is the daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from inventory.client import DigitalOceanClient
+from inventory.config import Settings, SyncSettings
+from inventory.errors import (
+    APIError,
+    AuthError,
+    DeadlineExceeded,
+    InventoryError,
+    NotFoundError,
+)
+from inventory.records import Action, Image, PayloadError, parse_action, parse_image
+from inventory.store import RunCounts, Store
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("running", "succeeded", "partial", "failed", "interrupted")
+
+
+@dataclass
+class SyncResult:
+    """How a run ended, with the figures recorded in `sync_runs`."""
+
+    account: str
+    run_id: int
+    status: str
+    counts: RunCounts
+    duration_s: float
+    error: str | None = None
+    failed_images: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for people and logs: key=value pairs."""
+        c = self.counts
+        line = (
+            f"sync {self.status}: account={self.account} run={self.run_id} "
+            f"images_seen={c.images_seen} images_added={c.images_added} "
+            f"images_updated={c.images_updated} images_removed={c.images_removed} "
+            f"actions_seen={c.actions_seen} actions_added={c.actions_added} "
+            f"actions_updated={c.actions_updated} requests={c.requests} "
+            f"rate_limited={c.rate_limited} rate_wait_s={c.rate_wait_s:.1f} "
+            f"duration_s={self.duration_s:.1f}"
+        )
+        return line + (f" error={self.error!r}" if self.error else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run expects to cost, estimated from the store's last copy."""
+
+    images: int | None
+    requests: int | None
+    least_s: float | None
+
+
+def images_needing_actions(
+    images: Iterable[Image], actions_for: str = "private"
+) -> list[Image]:
+    """Choose the images whose actions to fetch.
+
+    Public images carry no actions of the user's, so by default only the
+    account's own are asked; an image that does not say is taken as its own.
+    """
+    if actions_for == "all":
+        return list(images)
+    return [image for image in images if image.public is not True]
+
+
+def listing_filters(sync: SyncSettings) -> dict[str, str]:
+    """The configured filters, as DigitalOcean's query parameters."""
+    filters: dict[str, str] = {}
+    if sync.private is not None:
+        filters["private"] = "true" if sync.private else "false"
+    if sync.type is not None:
+        filters["type"] = sync.type
+    if sync.tag_name is not None:
+        filters["tag_name"] = sync.tag_name
+    return filters
+
+
+def deletion_scope(sync: SyncSettings) -> Callable[[Any], bool] | None:
+    """Which stored images a filtered listing would have returned.
+
+    None when the filter cannot be judged from stored fields (`type` names a
+    kind of public image, not the image's own `type`), so nothing is deleted.
+    """
+    if sync.type is not None:
+        return None
+    private_only = sync.private is True
+    tag = sync.tag_name
+
+    def in_scope(row: Any) -> bool:
+        if private_only and row.public is True:
+            return False
+        return tag is None or tag in (row.tags or [])
+
+    return in_scope
+
+
+class SyncRun:
+    """The state of one run; `sync_account` is the way to use it."""
+
+    def __init__(
+        self, client: DigitalOceanClient, store: Store, settings: Settings
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.account = settings.account
+        self.counts = RunCounts()
+        self.listing_complete = False
+        self.listing_error: str | None = None
+        self.failed_images: list[int] = []
+        self.seen_at = datetime.now(UTC)
+        # The client and limiter may outlive the run (a daemon keeps one limiter
+        # per token): the run records what changed while it ran.
+        self._requests_before = client.requests
+        self._rate_limited_before = client.limiter.rate_limited
+        self._waited_before = client.limiter.waited_s
+        self._fetches: asyncio.Queue[Image | None] = asyncio.Queue()
+        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(maxsize=1000)
+
+    async def run(self) -> None:
+        """List, fetch and write concurrently; then reconcile deletions."""
+        n = self.settings.sync.concurrency
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self._write_all())
+                fetchers = [group.create_task(self._fetch_all()) for _ in range(n)]
+                await self._list_images()
+                for _ in fetchers:
+                    self._fetches.put_nowait(None)
+                await asyncio.gather(*fetchers)
+                await self._writes.put(None)
+                await writer
+        except BaseExceptionGroup as group:
+            # The first failure says why; the others are its consequences.
+            raise group.exceptions[0] from None
+        await self._reconcile()
+
+    async def _list_images(self) -> None:
+        """Walk the image listing; queue each page for writing and fetching."""
+        filters = listing_filters(self.settings.sync)
+        seen: set[int] = set()
+        total: int | None = None
+        try:
+            async for page in self.client.fetch_image_pages(filters):
+                images = self._parse_images(page.items)
+                seen.update(image.id for image in images)
+                total = page.total if page.total is not None else total
+                await self._writes.put(_Write(images=images))
+                for image in images_needing_actions(
+                    images, self.settings.sync.actions_for
+                ):
+                    self._fetches.put_nowait(image)
+        except AuthError:
+            raise
+        except APIError as exc:
+            self.listing_error = str(exc)
+            logger.error("The image listing did not complete: %s", exc)
+            return
+        self.listing_complete = self.listing_error is None
+        if total is not None and total != len(seen):
+            logger.info(
+                "The listing announced %d images and returned %d distinct ones",
+                total,
+                len(seen),
+            )
+
+    def _parse_images(self, items: Sequence[Any]) -> list[Image]:
+        images = []
+        for item in items:
+            try:
+                images.append(parse_image(item))
+            except PayloadError as exc:
+                # Without an id it cannot be stored, and the listing cannot
+                # vouch for what is gone: no deletions this run.
+                self.listing_error = str(exc)
+                logger.warning("%s It was skipped; nothing is marked deleted.", exc)
+        return images
+
+    async def _fetch_all(self) -> None:
+        while (image := await self._fetches.get()) is not None:
+            actions = await self._fetch_actions(image.id)
+            if actions is not None:
+                await self._writes.put(_Write(image_id=image.id, actions=actions))
+
+    async def _fetch_actions(self, image_id: int) -> list[Action] | None:
+        """One image's actions; None when they could not be fetched whole."""
+        try:
+            items = await self.client.fetch_image_actions(image_id)
+            return [parse_action(item) for item in items]
+        except NotFoundError:
+            logger.debug("Image %d vanished before its actions were fetched", image_id)
+            return []
+        except AuthError:
+            raise
+        except (APIError, PayloadError) as exc:
+            self.failed_images.append(image_id)
+            logger.warning(
+                "Actions of image %d not fetched; its stored actions stay: %s",
+                image_id,
+                exc,
+            )
+            return None
+
+    async def _write_all(self) -> None:
+        """The one writer: image pages as they come, actions in batches."""
+        pending: list[tuple[int, Action]] = []
+        batch = self.settings.sync.write_batch
+        while (item := await self._writes.get()) is not None:
+            if item.images is not None:
+                counts = await self.store.upsert_images(
+                    self.account, item.images, self.seen_at
+                )
+                self.counts.images_added += counts.added
+                self.counts.images_updated += counts.updated
+                self.counts.images_seen += counts.seen
+            else:
+                pending.extend((item.image_id, action) for action in item.actions)
+            if len(pending) >= batch or (pending and self._writes.empty()):
+                await self._flush_actions(pending)
+                pending = []
+        await self._flush_actions(pending)
+
+    async def _flush_actions(self, pending: list[tuple[int, Action]]) -> None:
+        if not pending:
+            return
+        counts = await self.store.upsert_actions(self.account, pending, self.seen_at)
+        self.counts.actions_seen += counts.seen
+        self.counts.actions_added += counts.added
+        self.counts.actions_updated += counts.updated
+
+    async def _reconcile(self) -> None:
+        """Mark images gone upstream deleted, only after a complete listing."""
+        if not self.listing_complete:
+            return
+        scope = deletion_scope(self.settings.sync)
+        if scope is None:
+            logger.info("Listing filtered by type: no image is marked deleted")
+            return
+        self.counts.images_removed = await self.store.mark_images_deleted(
+            self.account, self.seen_at, datetime.now(UTC), scope
+        )
+
+    def status(self) -> str:
+        if not self.listing_complete:
+            return "failed"
+        return "partial" if self.failed_images else "succeeded"
+
+    def error(self) -> str | None:
+        if self.listing_error:
+            return self.listing_error
+        if self.failed_images:
+            shown = ", ".join(str(i) for i in self.failed_images[:10])
+            more = len(self.failed_images) - 10
+            extra = f" and {more} more" if more > 0 else ""
+            return f"Actions not fetched for images {shown}{extra}."
+        return None
+
+
+@dataclass
+class _Write:
+    images: list[Image] | None = None
+    image_id: int = 0
+    actions: list[Action] = field(default_factory=list)
+
+
+async def plan_run(store: Store, settings: Settings) -> Plan:
+    """Estimate the run's requests from the last copy, and the least time."""
+    images = await store.image_count(settings.account)
+    if images == 0:
+        return Plan(None, None, None)
+    if settings.sync.actions_for == "all":
+        with_actions = images
+    else:
+        with_actions = await store.image_count(settings.account, private_only=True)
+    requests = math.ceil(images / settings.api.per_page) + with_actions
+    return Plan(images, requests, None)
+
+
+async def sync_account(
+    client: DigitalOceanClient, store: Store, settings: Settings
+) -> SyncResult:
+    """Run one sync of the configured account and record it in `sync_runs`."""
+    started = time.monotonic()
+    run = SyncRun(client, store, settings)
+    run_id = await store.start_run(run.account, run.seen_at)
+    await _log_plan(store, settings, client)
+    deadline_s = settings.sync.deadline_s
+    client.limiter.set_deadline(started + deadline_s)
+    status, error = "failed", None
+    try:
+        async with asyncio.timeout(deadline_s):
+            await run.run()
+        status, error = run.status(), run.error()
+    except DeadlineExceeded as exc:
+        status, error = "interrupted", str(exc)
+    except TimeoutError:
+        status = "interrupted"
+        error = f"The run passed its deadline of {deadline_s:.0f} s and was stopped."
+    except asyncio.CancelledError:
+        status, error = "interrupted", "The run was stopped from outside."
+        raise
+    except AuthError as exc:
+        error = str(exc)
+        raise
+    except InventoryError as exc:
+        error = str(exc)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result = await asyncio.shield(
+            _finish(run, run_id, status, error, time.monotonic() - started)
+        )
+    return result
+
+
+async def _finish(
+    run: SyncRun, run_id: int, status: str, error: str | None, duration_s: float
+) -> SyncResult:
+    limiter = run.client.limiter
+    run.counts.requests = run.client.requests - run._requests_before
+    run.counts.rate_limited = limiter.rate_limited - run._rate_limited_before
+    run.counts.rate_wait_s = limiter.waited_s - run._waited_before
+    await run.store.finish_run(
+        run.account,
+        run_id,
+        status=status,
+        finished_at=datetime.now(UTC),
+        counts=run.counts,
+        error=error,
+    )
+    result = SyncResult(
+        run.account, run_id, status, run.counts, duration_s, error, run.failed_images
+    )
+    level = logging.INFO if status == "succeeded" else logging.WARNING
+    logger.log(level, "%s", result.summary())
+    return result
+
+
+async def _log_plan(
+    store: Store, settings: Settings, client: DigitalOceanClient
+) -> Plan:
+    plan = await plan_run(store, settings)
+    if plan.requests is None:
+        logger.info("First sync of account %s: no estimate yet", settings.account)
+        return plan
+    budget = client.limiter.budget
+    least_s = budget.duration_s(plan.requests, client.limiter.used_hour)
+    logger.info(
+        "Plan: about %d requests for %d images; the rate budgets allow them in "
+        "%.0f s at best (deadline %.0f s)",
+        plan.requests,
+        plan.images,
+        least_s,
+        settings.sync.deadline_s,
+    )
+    per_hour = budget.per_hour
+    if per_hour is not None and plan.requests > per_hour - client.limiter.used_hour:
+        logger.warning(
+            "This run needs more requests than the hour's budget has left; it "
+            "will pace itself across the hour"
+        )
+    return Plan(plan.images, plan.requests, least_s)

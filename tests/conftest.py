@@ -1,0 +1,87 @@
+"""Shared fixtures: a real store on SQLite and on PostgreSQL, one per test.
+
+PostgreSQL comes from INVENTORY_TEST_POSTGRES_URL; without it those cases skip
+with a reason, and with INVENTORY_REQUIRE_POSTGRES=1 they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+from inventory.store import Store
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "do-api-examples"
+if not EXAMPLES.is_dir():
+    EXAMPLES = Path(__file__).resolve().parent / "data" / "do-api-examples"
+
+TOKEN = "dop_v1_" + "5ec7e7" * 8
+
+
+def postgres_admin_url() -> str:
+    """The server to make test databases on, or skip (or fail) without one."""
+    url = os.environ.get("INVENTORY_TEST_POSTGRES_URL")
+    if url:
+        return url
+    reason = "INVENTORY_TEST_POSTGRES_URL is not set; PostgreSQL cases need it"
+    if os.environ.get("INVENTORY_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason + " (INVENTORY_REQUIRE_POSTGRES=1)")
+    pytest.skip(reason)
+
+
+async def create_postgres_database() -> str:
+    """A new, empty database on the test server; its URL."""
+    admin = make_url(postgres_admin_url())
+    name = f"inventory_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(_asyncpg_dsn(admin))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    target = make_url(url)
+    admin = make_url(postgres_admin_url())
+    conn = await asyncpg.connect(_asyncpg_dsn(admin))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _asyncpg_dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A plain URL of an empty store: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'inventory.db'}"
+        return
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each database."""
+    opened = Store.open(database_url)
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()
