@@ -20,7 +20,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from inventory import __version__
@@ -147,7 +147,8 @@ class DigitalOceanClient:
         try:
             async with self._session.get(url) as response:
                 headers = Headers.parse(response.headers)
-                self.limiter.observe(headers, sequence)
+                if response.status != 429:  # on_429 reads a refusal's headers
+                    self.limiter.observe(headers, sequence)
                 self.responses[(endpoint, response.status)] += 1
                 body = await response.read()
                 if response.status >= 400:
@@ -180,8 +181,9 @@ class DigitalOceanClient:
         if isinstance(error, RetryableError) and error.headers is not None:
             if error.headers.retry_after_s is not None:
                 return min(error.headers.retry_after_s, self._api.backoff_max_s)
-        backoff = wait_exponential_jitter(
-            initial=self._api.backoff_s, max=self._api.backoff_max_s
+        # Full jitter: a random wait up to backoff_s * 2**attempt, capped.
+        backoff = wait_random_exponential(
+            multiplier=self._api.backoff_s, max=self._api.backoff_max_s
         )
         return float(backoff(state))
 

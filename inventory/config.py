@@ -91,7 +91,8 @@ class SyncSettings(_Section):
 class StoreSettings(_Section):
     """Where the copy lives."""
 
-    url: str = DEFAULT_DATABASE_URL
+    # Hidden from repr: it may carry a password.
+    url: str = Field(DEFAULT_DATABASE_URL, repr=False)
     migrate: bool = True
 
     @field_validator("url")

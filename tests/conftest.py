@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from inventory.config import Settings, load_settings
 from inventory.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "do-api-examples"
@@ -85,3 +86,18 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+def make_settings(
+    api_url: str = "http://do.test",
+    database_url: str = "sqlite:///:memory:",
+    **sections: dict[str, object],
+) -> Settings:
+    """Settings for tests: no retries' backoff, no file, the test token."""
+    overrides: dict[str, dict[str, object]] = {
+        "api": {"url": api_url, "token": TOKEN, "backoff_s": 0.0, "backoff_max_s": 0.0},
+        "store": {"url": database_url},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_settings(environ={"INVENTORY_CONFIG": ""}, overrides=overrides)

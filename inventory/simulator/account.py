@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 
 FIRST_ACTION_ID = 3_100_000_000
-IMAGE_KINDS = ("distribution", "application")
 NOT_AVAILABLE = "The specified action type is not available."
 
 
@@ -52,7 +51,7 @@ class ImageFilter:
     tag_name: str | None = None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Account:
     """One DigitalOcean account's images and actions, mutated in place."""
 
@@ -65,26 +64,24 @@ class Account:
     pending: dict[int, Pending] = field(default_factory=dict)
     next_action_id: int = FIRST_ACTION_ID
     clock: datetime = datetime(2026, 6, 1, tzinfo=UTC)
-    _version: int = 0
-    _feed: list[int] | None = None
-    _listings: dict[ImageFilter, tuple[int, list[Json]]] = field(default_factory=dict)
+    _feed: list[int] | None = field(default=None, init=False)
+    _listings: dict[ImageFilter, list[Json]] = field(default_factory=dict, init=False)
 
     def touch(self) -> None:
         """Forget cached listings after images were added, removed or edited."""
-        self._version += 1
+        self._listings.clear()
 
     def listing(self, image_filter: ImageFilter) -> list[Json]:
         """The images `GET /v2/images` lists for these filters, by id ascending."""
         cached = self._listings.get(image_filter)
-        if cached is not None and cached[0] == self._version:
-            return cached[1]
-        chosen = [
-            self.images[image_id]
-            for image_id in sorted(self.images)
-            if self._matches(image_id, image_filter)
-        ]
-        self._listings[image_filter] = (self._version, chosen)
-        return chosen
+        if cached is None:
+            cached = [
+                self.images[image_id]
+                for image_id in sorted(self.images)
+                if self._matches(image_id, image_filter)
+            ]
+            self._listings[image_filter] = cached
+        return cached
 
     def _matches(self, image_id: int, image_filter: ImageFilter) -> bool:
         image = self.images[image_id]
@@ -97,6 +94,10 @@ class Account:
         if image_filter.tag_name is not None:
             return image_filter.tag_name in (image.get("tags") or [])
         return True
+
+    def listing_all(self) -> list[Json]:
+        """Every image, as an unfiltered `GET /v2/images` lists them."""
+        return self.listing(ImageFilter())
 
     def actions_of(self, image_id: int, newest_first: bool = True) -> list[Json]:
         """An image's actions in the order served; KeyError for an unknown image."""
@@ -231,18 +232,19 @@ def _parse_action_body(body: object) -> tuple[str, str | None]:
             422, "unprocessable_entity", "The request body must be a JSON object."
         )
     action_type = body.get("type")
-    if action_type is None:
-        raise ActionRejected(404, "not_found", NOT_AVAILABLE)
     if action_type not in ("transfer", "convert"):
+        # A missing type gives this 404 too (a 2017 field report, doctl#196).
         raise ActionRejected(404, "not_found", NOT_AVAILABLE)
     region = body.get("region")
-    if action_type == "transfer" and region not in catalog.REGIONS:
-        raise ActionRejected(
-            422,
-            "unprocessable_entity",
-            "You specified an invalid region for Image Transfer.",
-        )
-    return str(action_type), region if isinstance(region, str) else None
+    if not isinstance(region, str) or region not in catalog.REGIONS:
+        if action_type == "transfer":
+            raise ActionRejected(
+                422,
+                "unprocessable_entity",
+                "You specified an invalid region for Image Transfer.",
+            )
+        region = None
+    return str(action_type), region
 
 
 def _check_allowed(image: Json, action_type: str, region: str | None) -> None:

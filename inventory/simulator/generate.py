@@ -20,6 +20,7 @@ EARLIEST = datetime(2014, 6, 1, tzinfo=UTC)
 LATEST = datetime(2026, 6, 1, tzinfo=UTC)
 BIG_ID = 2**31
 BIG_ID_SHARE = 0.1
+UP_REGIONS = [slug for slug, (_, up) in catalog.REGIONS.items() if up]
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,14 @@ def public_image(
     kind = "distribution" if rng.random() < 0.65 else "application"
     distribution, slug, name = next(slugs[kind])
     image_type = "base" if kind == "distribution" and rng.random() < 0.3 else "snapshot"
-    regions = [slug for slug, (_, up) in catalog.REGIONS.items() if up]
+    count = rng.randint(len(UP_REGIONS) - 4, len(UP_REGIONS))
     image: Json = {
         "id": image_id,
         "name": name,
         "distribution": distribution,
         "slug": slug,
         "public": True,
-        "regions": rng.sample(regions, rng.randint(len(regions) - 4, len(regions))),
+        "regions": rng.sample(UP_REGIONS, count),
         "created_at": stamp(rng, created),
         "type": image_type,
         "min_disk_size": rng.choice((10, 15, 20, 25, 50)),

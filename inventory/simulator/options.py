@@ -82,11 +82,6 @@ class SimulatorOptions:
         if self.stall_path is not None:
             _check_pattern(self.stall_path)
 
-    @property
-    def rate_limited(self) -> bool:
-        """Whether any rate budget is on."""
-        return self.rate_per_minute is not None or self.rate_per_hour is not None
-
 
 def _check(ok: bool, name: str, problem: str) -> None:
     if not ok:

@@ -1,0 +1,265 @@
+"""The DigitalOcean client: paging, retries, errors, and the token's safety."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conftest import TOKEN, make_settings
+from fakeapi import FakeAPI, serve_fake_api
+from inventory.client import DigitalOceanClient, open_client
+from inventory.errors import (
+    APIError,
+    AuthError,
+    IncompleteListingError,
+    NotFoundError,
+)
+
+FIRST = "/v2/images?per_page=200"
+
+
+def page(ids: list[int], links: Any = None, total: int | None = None) -> dict:
+    body: dict[str, Any] = {"images": [{"id": i} for i in ids]}
+    if links is not None:
+        body["links"] = links
+    if total is not None:
+        body["meta"] = {"total": total}
+    return body
+
+
+def next_link(api: FakeAPI, target: str) -> dict:
+    return {"pages": {"next": api.url + target}}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeAPI]:
+    async with serve_fake_api() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(api: FakeAPI) -> AsyncIterator[DigitalOceanClient]:
+    settings = make_settings(api.url, api={"max_retries": 2, "read_timeout_s": 0.5})
+    async with open_client(settings) as opened:
+        yield opened
+
+
+async def listed(client: DigitalOceanClient, **filters: str) -> list[int]:
+    ids = []
+    async for found in client.fetch_image_pages(filters):
+        ids.extend(item["id"] for item in found.items)
+    return ids
+
+
+async def test_three_pages_are_walked_by_their_next_links(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    second, third = "/v2/images?page=2&per_page=200", "/v2/images?page=3&per_page=200"
+    last = api.url + third
+    api.get(
+        FIRST, payload=page([1, 2], {"pages": {"next": api.url + second, "last": last}})
+    )
+    api.get(
+        second,
+        payload=page(
+            [3, 4], {"pages": {"first": "x", "prev": "x", "next": last, "last": last}}
+        ),
+    )
+    api.get(third, payload=page([5], {"pages": {"first": "x", "prev": "x"}}, total=5))
+
+    assert await listed(client) == [1, 2, 3, 4, 5]
+    assert client.requests == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        page([1], {"pages": {}}, total=1),
+        page([1], {}, total=1),
+        page([1], None, total=1),
+        page([1]),
+    ],
+    ids=["empty-pages", "empty-links", "no-links", "no-links-no-meta"],
+)
+async def test_each_single_page_shape_ends_the_listing(
+    client: DigitalOceanClient, api: FakeAPI, body: dict
+) -> None:
+    api.get(FIRST, payload=body)
+    assert await listed(client) == [1]
+
+
+async def test_a_short_page_with_a_next_link_is_not_the_end(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    second = "/v2/images?page=2&per_page=200"
+    api.get(FIRST, payload=page([1], next_link(api, second)))
+    api.get(second, payload=page([2]))
+    assert await listed(client) == [1, 2]
+
+
+async def test_a_next_link_that_repeats_a_page_ends_the_listing_as_incomplete(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    second = "/v2/images?page=2&per_page=200"
+    api.get(FIRST, payload=page([1], next_link(api, second)))
+    api.get(second, payload=page([2], next_link(api, "/v2/images?per_page=200&page=2")))
+    with pytest.raises(IncompleteListingError, match="links back to a page"):
+        await listed(client)
+
+
+async def test_filters_missing_from_a_next_link_are_added_back(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(
+        "/v2/images?per_page=200&private=true&tag_name=prod",
+        payload=page([1], {"pages": {"next": f"{api.url}/v2/images/?page=2"}}),
+    )
+    api.get(
+        "/v2/images?page=2&per_page=200&private=true&tag_name=prod", payload=page([2])
+    )
+    assert await listed(client, private="true", tag_name="prod") == [1, 2]
+
+
+async def test_a_next_link_to_another_host_is_fetched_from_ours(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    """The token goes only to the configured host, whatever a link says."""
+    evil = {"pages": {"next": "https://evil.example/v2/images?page=2"}}
+    api.get(FIRST, payload=page([1], evil))
+    api.get("/v2/images?page=2&per_page=200", payload=page([2]))
+    assert await listed(client) == [1, 2]
+
+
+async def test_the_token_is_sent_as_a_bearer_header(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(FIRST, payload=page([1]))
+    await listed(client)
+    assert api.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in repr(client)
+
+
+async def test_image_actions_are_walked_to_their_last_page(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    base = "/v2/images/7/actions"
+    api.get(
+        f"{base}?per_page=200",
+        payload={
+            "actions": [{"id": 1}],
+            "meta": {"total": 2},
+            "links": next_link(api, f"{base}?page=2&per_page=200"),
+        },
+    )
+    api.get(f"{base}?page=2&per_page=200", payload={"actions": [{"id": 2}]})
+    assert await client.fetch_image_actions(7) == [{"id": 1}, {"id": 2}]
+
+
+async def test_a_5xx_then_a_200_is_retried_whatever_the_error_body(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(
+        FIRST,
+        status=500,
+        payload={"id": "server_error", "message": "Unexpected server-side error"},
+    )
+    api.get(
+        FIRST,
+        status=502,
+        body="<html><body>Bad gateway</body></html>",
+        content_type="text/html",
+    )
+    api.get(FIRST, payload=page([1]))
+    assert await listed(client) == [1]
+    assert client.requests == 3
+
+
+async def test_a_dropped_connection_and_a_timeout_are_retried(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(FIRST, drop=True)
+    api.get(FIRST, payload=page([0]), delay_s=2.0)
+    api.get(FIRST, payload=page([1]))
+    assert await listed(client) == [1]
+    # aiohttp itself may retry a request whose connection was dropped once.
+    assert client.responses[("/v2/images", "error")] >= 1
+    assert client.responses[("/v2/images", 200)] == 1
+
+
+async def test_retries_end_with_a_message_naming_the_request(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    for _ in range(3):
+        api.get(FIRST, status=503, body="", content_type="text/plain")
+    with pytest.raises(
+        APIError,
+        match=r"/v2/images\?per_page=200 answered HTTP 503: "
+        r"an empty body",
+    ):
+        await listed(client)
+    assert client.requests == 3
+
+
+async def test_a_429_with_retry_after_waits_then_carries_on(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(
+        FIRST,
+        status=429,
+        headers={"Retry-After": "0", "RateLimit-Remaining": "0"},
+        payload={"id": "too_many_requests", "message": "API rate limit exceeded."},
+    )
+    api.get(FIRST, payload=page([1]))
+    assert await listed(client) == [1]
+    assert client.limiter.rate_limited == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_rejected_token_ends_at_once_saying_what_to_check(
+    client: DigitalOceanClient, api: FakeAPI, status: int
+) -> None:
+    api.get(
+        FIRST,
+        status=status,
+        payload={"id": "unauthorized", "message": "Unable to authenticate you."},
+    )
+    with pytest.raises(AuthError, match="lacks the image:read scope") as caught:
+        await listed(client)
+    assert client.requests == 1
+    assert TOKEN not in str(caught.value)
+
+
+async def test_a_missing_image_is_not_found(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(
+        "/v2/images/9/actions?per_page=200",
+        status=404,
+        payload={
+            "id": "not_found",
+            "message": "The resource you requested could not be found.",
+        },
+    )
+    with pytest.raises(NotFoundError):
+        await client.fetch_image_actions(9)
+
+
+async def test_a_body_without_the_expected_list_is_an_error(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(FIRST, payload={"image": {"id": 1}})
+    with pytest.raises(APIError, match="without a 'images' list"):
+        await listed(client)
+
+
+async def test_a_200_that_is_not_json_is_retried_then_reported(
+    client: DigitalOceanClient, api: FakeAPI
+) -> None:
+    api.get(
+        FIRST, body="<html>maintenance</html>", content_type="text/html", repeat=True
+    )
+    with pytest.raises(APIError, match="body that is not JSON"):
+        await listed(client)
+    assert client.requests == 3

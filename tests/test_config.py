@@ -1,0 +1,103 @@
+"""Settings: the file, the environment over it, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TOKEN
+from inventory.config import Settings, load_settings
+from inventory.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_example_file_documents_exactly_the_defaults() -> None:
+    assert load_settings(ROOT / "config.example.toml", environ={}) == Settings()
+
+
+def test_without_any_file_the_store_is_a_local_sqlite_file() -> None:
+    settings = load_settings(environ={"INVENTORY_CONFIG": ""})
+    assert settings.database_url().render_as_string() == (
+        "sqlite+aiosqlite:///inventory.db"
+    )
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "inventory.toml"
+    config.write_text('account = "a"\n[store]\nurl = "sqlite:///file.db"\n')
+    settings = load_settings(
+        config,
+        environ={
+            "INVENTORY_DATABASE_URL": "postgresql://u:pw@db/inv",
+            "DIGITALOCEAN_API_URL": "http://127.0.0.1:9/",
+            "INVENTORY_ACCOUNT": "team",
+        },
+    )
+    assert settings.account == "team"
+    assert settings.api.url == "http://127.0.0.1:9"
+    assert settings.database_url().drivername == "postgresql+asyncpg"
+
+
+def test_inventory_config_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text("[sync]\nconcurrency = 3\n")
+    settings = load_settings(environ={"INVENTORY_CONFIG": str(config)})
+    assert settings.sync.concurrency == 3
+
+
+def test_the_token_comes_from_a_file_for_container_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    settings = load_settings(environ={"DIGITALOCEAN_TOKEN_FILE": str(secret)})
+    assert settings.token() == TOKEN
+
+
+def test_a_missing_token_says_how_to_give_one() -> None:
+    with pytest.raises(ConfigError, match="DIGITALOCEAN_TOKEN"):
+        load_settings(environ={}).token()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sync]\nconcurrency = 0\n", "sync.concurrency: Input should be greater"),
+        ("[sync]\nactions_for = 'some'\n", "sync.actions_for: Input should be"),
+        ("[api]\nurl = 'ftp://x'\n", "api.url: Value error, must start with http"),
+        ("[api]\nper_page = 500\n", "api.per_page: Input should be less than"),
+        ("[sync]\nconcurency = 3\n", "sync.concurency: is not a known setting"),
+        ("[store]\nurl = 'mysql://x/y'\n", "only sqlite:/// and postgresql://"),
+        ("account = [", "is not valid TOML"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "inventory.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(config, environ={})
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_never_appear_in_reprs_or_errors(tmp_path: Path) -> None:
+    config = tmp_path / "inventory.toml"
+    config.write_text(f"[api]\ntoken = '{TOKEN}'\nper_page = 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert TOKEN not in str(caught.value)
+    settings = load_settings(
+        environ={
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "INVENTORY_DATABASE_URL": "postgresql://user:hunter22@db/inv",
+        }
+    )
+    assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
+    assert "hunter22" not in repr(settings.database_url())
+    assert "hunter22" not in repr(settings)
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Cannot read the configuration file"):
+        load_settings(tmp_path / "nope.toml", environ={})

@@ -1,0 +1,165 @@
+"""Parsing API objects into records: every example payload, every odd field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from conftest import EXAMPLES
+from inventory.records import PayloadError, parse_action, parse_image, parse_timestamp
+
+
+def load(name: str) -> dict:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+IMAGE_LISTS = sorted(p.name for p in EXAMPLES.glob("*images-list*.json"))
+
+
+@pytest.mark.parametrize("name", IMAGE_LISTS)
+def test_every_example_image_list_parses(name: str) -> None:
+    for obj in load(name)["images"]:
+        image = parse_image(obj)
+        assert image.id == obj["id"]
+        assert image.raw is obj
+
+
+def test_the_spec_image_with_a_duplicate_region_lists_it_once() -> None:
+    image = parse_image(load("spec-image-get.json")["image"])
+    assert image.type is None
+    assert image.regions.count("nyc3") == 2
+    assert image.region_slugs == [
+        "nyc1",
+        "ams1",
+        "sfo1",
+        "nyc2",
+        "ams2",
+        "sgp1",
+        "lon1",
+        "nyc3",
+        "ams3",
+    ]
+
+
+def test_a_new_custom_image_lacks_slug_public_and_sizes() -> None:
+    image = parse_image(load("spec-image-create-custom-new-status.json")["image"])
+    assert (image.slug, image.public, image.min_disk_size, image.size_gigabytes) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert image.status == "NEW"
+    assert image.regions == []
+
+
+def test_a_minimal_godo_image_has_only_an_id() -> None:
+    image = parse_image(
+        load("godo-images-list-middle-page-all-links.json")["images"][0]
+    )
+    assert image.id == 1
+    assert image.name is None and image.regions == [] and image.tags is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spec-image-action-get.json",
+        "spec-image-action-post-response-201.json",
+        "godo-action-get-sparse-fields.json",
+    ],
+)
+def test_every_example_single_action_parses(name: str) -> None:
+    obj = load(name)["action"]
+    assert parse_action(obj).raw is obj
+
+
+def test_an_in_progress_action_has_no_completed_at() -> None:
+    action = parse_action(load("spec-image-action-get.json")["action"])
+    assert action.status == "in-progress"
+    assert action.completed_at is None
+
+
+def test_an_action_with_only_a_status_is_refused_for_lack_of_an_id() -> None:
+    with pytest.raises(PayloadError, match="no integer id"):
+        parse_action(load("godo-image-action-get-status-only.json"))
+
+
+def test_an_empty_region_object_is_kept_as_given() -> None:
+    action = parse_action(
+        load("pydo-actions-list-empty-region-object.json")["actions"][0]
+    )
+    assert action.region == {}
+    assert action.region_slug == "string"
+
+
+@pytest.mark.parametrize(
+    ("obj", "region", "region_slug"),
+    [
+        ({"id": 1}, None, None),
+        ({"id": 1, "region": None, "region_slug": None}, None, None),
+        ({"id": 1, "region": "nyc3"}, "nyc3", None),
+        ({"id": 1, "region": {}, "region_slug": "ams3"}, {}, "ams3"),
+    ],
+)
+def test_region_may_be_absent_null_a_string_or_empty(
+    obj: dict, region: object, region_slug: str | None
+) -> None:
+    action = parse_action(obj)
+    assert (action.region, action.region_slug) == (region, region_slug)
+
+
+def test_ids_above_two_to_the_31_stay_exact() -> None:
+    action = parse_action({"id": 3_169_590_176, "resource_id": 2**40 + 1})
+    assert (action.id, action.resource_id) == (3_169_590_176, 2**40 + 1)
+
+
+def test_an_integral_float_id_is_an_integer_and_a_boolean_is_not() -> None:
+    assert parse_image({"id": 7555620.0}).id == 7555620
+    with pytest.raises(PayloadError):
+        parse_image({"id": True})
+    with pytest.raises(PayloadError, match="not a JSON object"):
+        parse_image(["id", 1])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2014-11-14T16:42:45Z", datetime(2014, 11, 14, 16, 42, 45, tzinfo=UTC)),
+        (
+            "2025-10-14T11:55:31.615157397Z",
+            datetime(2025, 10, 14, 11, 55, 31, 615157, tzinfo=UTC),
+        ),
+        ("2014-11-14T18:42:45+02:00", datetime(2014, 11, 14, 16, 42, 45, tzinfo=UTC)),
+        ("2014-11-14T16:42:45", datetime(2014, 11, 14, 16, 42, 45, tzinfo=UTC)),
+        (1415983365, datetime(2014, 11, 14, 16, 42, 45, tzinfo=UTC)),
+        (None, None),
+        ("", None),
+        ("yesterday", None),
+    ],
+)
+def test_timestamps_parse_with_fractions_z_offsets_or_unix_seconds(
+    text: object, expected: datetime | None
+) -> None:
+    assert parse_timestamp(text) == expected
+
+
+def test_nullable_image_fields_may_be_null_or_absent() -> None:
+    image = parse_image(
+        {
+            "id": 5,
+            "slug": None,
+            "min_disk_size": None,
+            "size_gigabytes": None,
+            "tags": None,
+        }
+    )
+    assert (image.slug, image.min_disk_size, image.size_gigabytes, image.tags) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert parse_image({"id": 5, "size_gigabytes": 2}).size_gigabytes == 2.0
