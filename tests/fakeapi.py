@@ -86,7 +86,7 @@ async def serve_fake_api() -> AsyncIterator[FakeAPI]:
     fake = FakeAPI()
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from conftest import TOKEN, make_settings
-from fakeapi import FakeAPI, serve_fake_api
 from inventory.client import DigitalOceanClient, open_client
 from inventory.errors import (
     APIError,
@@ -16,6 +14,9 @@ from inventory.errors import (
     IncompleteListingError,
     NotFoundError,
 )
+
+from conftest import TOKEN, make_settings
+from fakeapi import FakeAPI, serve_fake_api
 
 FIRST = "/v2/images?per_page=200"
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOKEN
 from inventory.config import Settings, load_settings
 from inventory.errors import ConfigError
+
+from conftest import TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import EXAMPLES
 from inventory.records import PayloadError, parse_action, parse_image, parse_timestamp
+
+from conftest import EXAMPLES
 
 
 def load(name: str) -> dict:

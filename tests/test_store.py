@@ -1,0 +1,256 @@
+"""The store on real SQLite and PostgreSQL: upserts, regions, deletions, runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from inventory.records import parse_action, parse_image
+from inventory.store import RunCounts, Store
+from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
+
+from conftest import EXAMPLES
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = T0 + timedelta(hours=1)
+T2 = T0 + timedelta(hours=2)
+
+
+def image(id: int, **fields: Any) -> Any:
+    return parse_image({"id": id, "name": f"image {id}", "public": False, **fields})
+
+
+async def rows(store: Store, table: Any, order: Any = None) -> list[dict[str, Any]]:
+    query = select(table).order_by(*(order if order is not None else table.primary_key))
+    async with store.engine.connect() as conn:
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def test_every_example_image_is_stored_with_its_fields(store: Store) -> None:
+    body = json.loads((EXAMPLES / "spec-images-list-snapshots.json").read_text())
+    images = [parse_image(obj) for obj in body["images"]]
+    await store.upsert_images("default", images, T0)
+
+    stored = await rows(store, ImageRow.__table__)
+    assert [row["raw"] for row in stored] == sorted(
+        body["images"], key=lambda obj: obj["id"]
+    )
+    first = stored[0]
+    assert first["created_at"].tzinfo is not None
+    assert (first["first_seen_at"], first["last_seen_at"], first["updated_at"]) == (
+        T0,
+        T0,
+        T0,
+    )
+    assert first["deleted_at"] is None
+
+
+async def test_ids_above_two_to_the_31_are_stored_exactly(store: Store) -> None:
+    big = 2**31 + 12345
+    await store.upsert_images("default", [image(big)], T0)
+    action = parse_action(
+        {"id": 3_169_590_176, "resource_id": big, "status": "completed"}
+    )
+    await store.upsert_actions("default", [(big, action)], T0)
+
+    assert [row["id"] for row in await rows(store, ImageRow.__table__)] == [big]
+    stored = await rows(store, ImageActionRow.__table__)
+    assert [(r["id"], r["image_id"], r["resource_id"]) for r in stored] == [
+        (3_169_590_176, big, big)
+    ]
+
+
+async def test_the_same_image_twice_in_one_batch_keeps_the_last_copy(
+    store: Store,
+) -> None:
+    counts = await store.upsert_images(
+        "default", [image(1, name="first"), image(1, name="second")], T0
+    )
+    assert (counts.seen, counts.added, counts.updated) == (1, 1, 0)
+    assert [row["name"] for row in await rows(store, ImageRow.__table__)] == ["second"]
+
+
+async def test_the_same_image_across_two_pages_keeps_the_last_copy(
+    store: Store,
+) -> None:
+    await store.upsert_images("default", [image(1, name="first")], T0)
+    counts = await store.upsert_images("default", [image(1, name="second")], T0)
+    assert (counts.added, counts.updated) == (0, 1)
+    assert [row["name"] for row in await rows(store, ImageRow.__table__)] == ["second"]
+
+
+async def test_an_unchanged_image_changes_nothing_but_last_seen_at(
+    store: Store,
+) -> None:
+    images = [image(1, regions=["nyc3"], tags=["a"]), image(2, slug=None)]
+    await store.upsert_images("default", images, T0)
+    before = await rows(store, ImageRow.__table__)
+    regions_before = await rows(store, ImageRegionRow.__table__)
+
+    counts = await store.upsert_images("default", images, T1)
+
+    after = await rows(store, ImageRow.__table__)
+    assert (counts.added, counts.updated) == (0, 0)
+    assert [r["last_seen_at"] for r in after] == [T1, T1]
+    for row in before + after:
+        row.pop("last_seen_at")
+    assert after == before
+    assert await rows(store, ImageRegionRow.__table__) == regions_before
+
+
+async def test_a_changed_image_keeps_first_seen_and_moves_updated_at(
+    store: Store,
+) -> None:
+    await store.upsert_images("default", [image(1, status="pending")], T0)
+    await store.upsert_images("default", [image(1, status="available")], T1)
+    [row] = await rows(store, ImageRow.__table__)
+    assert (row["status"], row["first_seen_at"], row["updated_at"]) == (
+        "available",
+        T0,
+        T1,
+    )
+
+
+async def test_regions_are_one_row_each_without_duplicates_and_follow_changes(
+    store: Store,
+) -> None:
+    await store.upsert_images(
+        "default", [image(1, regions=["nyc3", "ams3", "nyc3"])], T0
+    )
+    regions = await rows(store, ImageRegionRow.__table__)
+    assert [(r["image_id"], r["region_slug"]) for r in regions] == [
+        (1, "ams3"),
+        (1, "nyc3"),
+    ]
+
+    await store.upsert_images("default", [image(1, regions=["sfo3"])], T1)
+    regions = await rows(store, ImageRegionRow.__table__)
+    assert [(r["image_id"], r["region_slug"]) for r in regions] == [(1, "sfo3")]
+
+
+async def test_images_not_seen_are_marked_deleted_and_cleared_when_back(
+    store: Store,
+) -> None:
+    await store.upsert_images("default", [image(1), image(2)], T0)
+    await store.upsert_images("default", [image(1)], T1)
+
+    assert await store.mark_images_deleted("default", T1, T1) == 1
+    stored = {r["id"]: r["deleted_at"] for r in await rows(store, ImageRow.__table__)}
+    assert stored == {1: None, 2: T1}
+
+    await store.upsert_images("default", [image(2)], T2)
+    stored = {r["id"]: r["deleted_at"] for r in await rows(store, ImageRow.__table__)}
+    assert stored == {1: None, 2: None}
+
+
+async def test_a_deletion_scope_spares_images_the_listing_could_not_return(
+    store: Store,
+) -> None:
+    public = parse_image({"id": 9, "public": True})
+    await store.upsert_images("default", [image(1), public], T0)
+    removed = await store.mark_images_deleted(
+        "default", T1, T1, lambda row: row.public is not True
+    )
+    assert removed == 1
+    stored = {r["id"]: r["deleted_at"] for r in await rows(store, ImageRow.__table__)}
+    assert stored == {1: T1, 9: None}
+
+
+async def test_accounts_share_a_store_without_touching_each_other(
+    store: Store,
+) -> None:
+    await store.upsert_images("alpha", [image(1, name="a")], T0)
+    await store.upsert_images("beta", [image(1, name="b")], T0)
+    assert await store.mark_images_deleted("alpha", T1, T1) == 1
+    stored = await rows(store, ImageRow.__table__)
+    assert [(r["account"], r["name"], r["deleted_at"]) for r in stored] == [
+        ("alpha", "a", T1),
+        ("beta", "b", None),
+    ]
+
+
+async def test_actions_are_upserted_and_counted(store: Store) -> None:
+    running = parse_action({"id": 5, "status": "in-progress", "completed_at": None})
+    counts = await store.upsert_actions("default", [(1, running)], T0)
+    assert (counts.added, counts.updated) == (1, 0)
+
+    done = parse_action(
+        {"id": 5, "status": "completed", "completed_at": "2026-01-01T00:10:00Z"}
+    )
+    counts = await store.upsert_actions("default", [(1, done), (1, done)], T1)
+    assert (counts.seen, counts.added, counts.updated) == (1, 0, 1)
+    [row] = await rows(store, ImageActionRow.__table__)
+    assert (row["status"], row["completed_at"], row["first_seen_at"]) == (
+        "completed",
+        datetime(2026, 1, 1, 0, 10, tzinfo=UTC),
+        T0,
+    )
+
+
+async def test_null_and_absent_action_fields_are_stored_as_null(store: Store) -> None:
+    body = json.loads(
+        (EXAMPLES / "pydo-actions-list-empty-region-object.json").read_text()
+    )
+    actions = [parse_action({"id": 1}), parse_action(body["actions"][0])]
+    await store.upsert_actions("default", [(7, a) for a in actions], T0)
+    stored = await rows(store, ImageActionRow.__table__)
+    assert [(r["region"], r["region_slug"], r["completed_at"]) for r in stored] == [
+        (None, None, None),
+        ({}, "string", datetime(2020, 11, 14, 16, 30, 6, tzinfo=UTC)),
+    ]
+
+
+async def test_a_run_is_recorded_from_start_to_finish(store: Store) -> None:
+    first = await store.start_run("default", T0)
+    second = await store.start_run("default", T1)
+    counts = RunCounts(images_seen=3, requests=4, rate_wait_s=1.5)
+    await store.finish_run(
+        "default", second, status="partial", finished_at=T2, counts=counts, error="x"
+    )
+    runs = await store.recent_runs("default")
+    assert [(r["id"], r["status"]) for r in runs] == [
+        (second, "partial"),
+        (first, "running"),
+    ]
+    assert (runs[0]["images_seen"], runs[0]["requests"], runs[0]["rate_wait_s"]) == (
+        3,
+        4,
+        1.5,
+    )
+
+
+async def test_the_live_images_view_hides_deleted_images(store: Store) -> None:
+    await store.upsert_images("default", [image(1), image(2)], T0)
+    await store.upsert_images("default", [image(1)], T1)
+    await store.mark_images_deleted("default", T1, T1)
+    columns, found = await store.execute_read_only("SELECT id FROM live_images")
+    assert (columns, found) == (["id"], [(1,)])
+
+
+async def test_a_read_only_store_refuses_writes(
+    database_url: str, store: Store
+) -> None:
+    await store.upsert_images("default", [image(1)], T0)
+    reader = Store.open(database_url, read_only=True)
+    try:
+        with pytest.raises(DBAPIError):
+            await reader.execute_read_only("DELETE FROM images")
+    finally:
+        await reader.close()
+    assert len(await rows(store, ImageRow.__table__)) == 1
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Any) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        await store.migrate()
+        async with store.engine.connect() as conn:
+            mode = await conn.scalar(text("PRAGMA journal_mode"))
+    finally:
+        await store.close()
+    assert mode == "wal"

@@ -1,0 +1,311 @@
+"""Whole sync runs against the simulator and a scripted API, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from inventory.client import open_client
+from inventory.config import Settings
+from inventory.errors import AuthError
+from inventory.records import parse_image
+from inventory.simulator import Simulator, SimulatorOptions
+from inventory.store import Store
+from inventory.sync import SyncResult, images_needing_actions, sync_account
+from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
+
+from conftest import EXAMPLES, make_settings
+from fakeapi import FakeAPI, serve_fake_api
+
+NO_LIMITS = {"rate_per_minute": None, "rate_per_hour": None}
+
+
+async def sync(settings: Settings, store: Store) -> SyncResult:
+    async with open_client(settings) as client:
+        return await sync_account(client, store, settings)
+
+
+async def table(store: Store, model: Any) -> list[dict[str, Any]]:
+    t = model.__table__
+    async with store.engine.connect() as conn:
+        result = await conn.execute(select(t).order_by(*t.primary_key))
+        return [dict(row) for row in result.mappings()]
+
+
+async def assert_store_matches(store: Store, sim: Simulator) -> None:
+    """Live images, their regions and every action equal the simulator's, row by row."""
+    images = {img["id"]: img for img in sim.images()}
+    stored = [r for r in await table(store, ImageRow) if r["deleted_at"] is None]
+    assert {r["id"]: r["raw"] for r in stored} == images
+
+    regions = {
+        (r["image_id"], r["region_slug"]) for r in await table(store, ImageRegionRow)
+    }
+    expected_regions = {
+        (i, slug) for i, img in images.items() for slug in img.get("regions") or []
+    }
+    live_regions = {pair for pair in regions if pair[0] in images}
+    assert live_regions == expected_regions
+
+    expected_actions = {}
+    for parsed in images_needing_actions(parse_image(img) for img in images.values()):
+        for action in sim.actions_for(parsed.id):
+            expected_actions[action["id"]] = (parsed.id, action)
+    stored_actions = {
+        r["id"]: (r["image_id"], r["raw"])
+        for r in await table(store, ImageActionRow)
+        if r["image_id"] in images
+    }
+    assert stored_actions == expected_actions
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
+    sim = Simulator(SimulatorOptions(images=300, seed=7, **NO_LIMITS))
+    async with sim.serve(host="127.0.0.1", port=0) as url:
+        yield sim, url
+
+
+@pytest.mark.e2e
+async def test_a_generated_account_is_copied_exactly_then_follows_its_changes(
+    simulator: tuple[Simulator, str], store: Store, database_url: str
+) -> None:
+    sim, url = simulator
+    settings = make_settings(url, database_url)
+
+    first = await sync(settings, store)
+    assert first.status == "succeeded"
+    assert first.counts.images_added == len(sim.images()) == 300
+    await assert_store_matches(store, sim)
+
+    report = sim.churn()
+    second = await sync(settings, store)
+    assert second.status == "succeeded"
+    assert second.counts.images_added == report.images_added
+    assert second.counts.images_removed == report.images_removed
+    await assert_store_matches(store, sim)
+
+    third = await sync(settings, store)
+    assert (third.counts.images_added, third.counts.images_updated) == (0, 0)
+    assert (third.counts.actions_added, third.counts.actions_updated) == (0, 0)
+    assert third.counts.images_removed == 0
+
+
+@pytest.mark.e2e
+async def test_the_example_payloads_round_trip_row_by_row(
+    store: Store, database_url: str
+) -> None:
+    sim = Simulator(SimulatorOptions(from_dir=EXAMPLES, **NO_LIMITS))
+    async with sim.serve(host="127.0.0.1", port=0) as url:
+        result = await sync(make_settings(url, database_url), store)
+    assert result.status == "succeeded"
+    assert result.counts.images_seen == len(sim.images())
+    await assert_store_matches(store, sim)
+
+
+@pytest.mark.e2e
+async def test_every_image_s_actions_are_fetched_when_asked(
+    simulator: tuple[Simulator, str], store: Store, database_url: str
+) -> None:
+    sim, url = simulator
+    settings = make_settings(url, database_url, sync={"actions_for": "all"})
+    result = await sync(settings, store)
+    assert result.counts.requests == 2 + len(sim.images())
+
+
+def images_page(ids: list[int], next_url: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "images": [{"id": i, "public": False, "regions": ["nyc3"]} for i in ids],
+        "links": {"pages": {"next": next_url} if next_url else {}},
+    }
+    return body
+
+
+def actions(*ids: int) -> dict[str, Any]:
+    return {"actions": [{"id": i, "status": "completed"} for i in ids]}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeAPI]:
+    async with serve_fake_api() as fake:
+        yield fake
+
+
+async def test_a_404_for_one_image_s_actions_is_not_an_error(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get(
+        "/v2/images/1/actions?per_page=200",
+        status=404,
+        payload={
+            "id": "not_found",
+            "message": "The resource you requested could not be found.",
+        },
+    )
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20))
+    result = await sync(make_settings(api.url, database_url), store)
+    assert (result.status, result.counts.actions_seen) == ("succeeded", 1)
+
+
+async def test_an_image_whose_actions_fail_keeps_its_stored_actions(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    settings = make_settings(api.url, database_url, api={"max_retries": 1})
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]), repeat=True)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10, 11))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20))
+    assert (await sync(settings, store)).status == "succeeded"
+
+    for _ in range(2):
+        api.get(
+            "/v2/images/1/actions?per_page=200",
+            status=500,
+            body="oops",
+            content_type="text/plain",
+        )
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20, 21))
+    result = await sync(settings, store)
+
+    assert result.status == "partial"
+    assert result.failed_images == [1]
+    assert "Actions not fetched for images 1" in (result.error or "")
+    stored = [(r["image_id"], r["id"]) for r in await table(store, ImageActionRow)]
+    assert stored == [(1, 10), (1, 11), (2, 20), (2, 21)]
+    runs = await store.recent_runs("default")
+    assert runs[0]["status"] == "partial"
+
+
+async def test_a_listing_that_breaks_on_page_3_marks_nothing_deleted(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    settings = make_settings(api.url, database_url, api={"max_retries": 1})
+    p2, p3 = "/v2/images?page=2&per_page=200", "/v2/images?page=3&per_page=200"
+    api.get("/v2/images?per_page=200", payload=images_page([1], api.url + p2))
+    api.get(p2, payload=images_page([2], api.url + p3))
+    api.get(p3, payload=images_page([3]))
+    for i in (1, 2, 3):
+        api.get(f"/v2/images/{i}/actions?per_page=200", payload=actions(), repeat=True)
+    assert (await sync(settings, store)).status == "succeeded"
+
+    api.get("/v2/images?per_page=200", payload=images_page([1], api.url + p2))
+    api.get(p2, payload=images_page([2], api.url + p3))
+    for _ in range(2):
+        api.get(
+            p3, status=502, body="<html>bad gateway</html>", content_type="text/html"
+        )
+    result = await sync(settings, store)
+
+    assert result.status == "failed"
+    assert "answered HTTP 502" in (result.error or "")
+    assert result.counts.images_removed == 0
+    assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None] * 3
+
+
+async def test_an_image_gone_upstream_is_marked_deleted_and_keeps_its_actions(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    settings = make_settings(api.url, database_url)
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10), repeat=True)
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20))
+    await sync(settings, store)
+
+    api.get("/v2/images?per_page=200", payload=images_page([1]))
+    result = await sync(settings, store)
+
+    assert (result.status, result.counts.images_removed) == ("succeeded", 1)
+    deleted = {
+        r["id"]: r["deleted_at"] is not None for r in await table(store, ImageRow)
+    }
+    assert deleted == {1: False, 2: True}
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10, 20]
+
+
+async def test_a_rejected_token_fails_the_run_and_says_so(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    api.get(
+        "/v2/images?per_page=200",
+        status=401,
+        payload={"id": "unauthorized", "message": "Unable to authenticate you."},
+    )
+    with pytest.raises(AuthError):
+        await sync(make_settings(api.url, database_url), store)
+    [run] = await store.recent_runs("default")
+    assert run["status"] == "failed"
+    assert "image:read" in run["error"]
+
+
+async def test_a_run_past_its_deadline_is_interrupted_and_keeps_what_it_stored(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    settings = make_settings(api.url, database_url, sync={"deadline_s": 0.5})
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=5)
+    result = await sync(settings, store)
+    assert result.status == "interrupted"
+    assert "deadline" in (result.error or "")
+    assert [r["id"] for r in await table(store, ImageRow)] == [1, 2]
+    assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
+
+
+async def test_a_filtered_listing_deletes_only_within_its_filter(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    settings = make_settings(api.url, database_url, sync={"private": True})
+    public = parse_image({"id": 99, "public": True})
+    await store.upsert_images("default", [public], datetime(2026, 1, 1, tzinfo=UTC))
+    api.get("/v2/images?per_page=200&private=true", payload=images_page([1]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions())
+    result = await sync(settings, store)
+    assert (result.status, result.counts.images_removed) == ("succeeded", 0)
+
+
+async def test_an_image_without_an_id_is_reported_and_nothing_is_deleted(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    await store.upsert_images(
+        "default", [parse_image({"id": 5})], datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    body = images_page([1])
+    body["images"].append({"name": "no id"})
+    api.get("/v2/images?per_page=200", payload=body)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions())
+    result = await sync(make_settings(api.url, database_url), store)
+    assert result.status == "failed"
+    assert "no integer id" in (result.error or "")
+    assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
+
+
+@pytest.mark.e2e
+async def test_a_reader_holding_the_sqlite_store_open_does_not_block_the_sync(
+    simulator: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    sim, url = simulator
+    database = tmp_path / "inventory.db"
+    store = Store.open(f"sqlite:///{database}")
+    await store.migrate()
+    settings = make_settings(url, f"sqlite:///{database}")
+    await sync(settings, store)
+
+    reader = sqlite3.connect(database)
+    reader.execute("BEGIN")
+    before = reader.execute("SELECT count(*) FROM images").fetchone()
+    sim.churn()
+    try:
+        result = await asyncio.wait_for(sync(settings, store), timeout=30)
+        assert reader.execute("SELECT count(*) FROM images").fetchone() == before
+    finally:
+        reader.rollback()
+        reader.close()
+        await store.close()
+    assert result.status == "succeeded"
