@@ -148,9 +148,17 @@ async def _migrate(settings: Settings) -> int:
 
 def _register_optional_commands() -> None:
     """Commands that live in their own modules."""
+    from inventory.demo import demo
     from inventory.simulator.command import simulate
 
+    cli.add_command(demo)
     cli.add_command(simulate)
+    from inventory.daemon import run_command
+
+    cli.add_command(run_command, "run")
+    from inventory.status import status_command
+
+    cli.add_command(status_command, "status")
 
 
 def main() -> None:

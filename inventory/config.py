@@ -159,10 +159,15 @@ def load_settings(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    use_file: bool = True,
 ) -> Settings:
-    """Read the TOML file (INVENTORY_CONFIG, else ./inventory.toml), then the env."""
+    """Read the TOML file (INVENTORY_CONFIG, else ./inventory.toml), then the env.
+
+    `overrides` (section -> key -> value, None meaning unset) come last.
+    """
     environ = os.environ if environ is None else environ
-    data = _read_file(_config_path(path, environ))
+    data = _read_file(_config_path(path, environ)) if use_file else {}
     for name, (section, key) in ENVIRONMENT.items():
         if environ.get(name):
             _put(data, section, key, environ[name])

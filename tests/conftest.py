@@ -103,4 +103,4 @@ def make_settings(
     }
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
-    return load_settings(environ={"INVENTORY_CONFIG": ""}, overrides=overrides)
+    return load_settings(environ={}, overrides=overrides, use_file=False)

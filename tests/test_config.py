@@ -19,7 +19,7 @@ def test_the_example_file_documents_exactly_the_defaults() -> None:
 
 
 def test_without_any_file_the_store_is_a_local_sqlite_file() -> None:
-    settings = load_settings(environ={"INVENTORY_CONFIG": ""})
+    settings = load_settings(environ={}, use_file=False)
     assert settings.database_url().render_as_string() == (
         "sqlite+aiosqlite:///inventory.db"
     )
