@@ -33,7 +33,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from alembic import command
 from inventory.config import database_url
@@ -123,11 +122,7 @@ class Store:
         if read_only and url.get_backend_name() == "sqlite":
             url = _read_only_sqlite(url)
         options: dict[str, Any] = {"json_serializer": _dumps}
-        if url.get_backend_name() == "sqlite":
-            # One connection per use: aiosqlite threads are cheap and WAL lets
-            # readers and the writer proceed together.
-            options["poolclass"] = NullPool
-        else:
+        if url.get_backend_name() != "sqlite":
             options["pool_pre_ping"] = True
         engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":

@@ -31,6 +31,7 @@ from inventory.store import RunCounts, Store
 logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "succeeded", "partial", "failed", "interrupted")
+FLUSH_S = 0.5  # longest an action waits in the writer before it is stored
 
 
 @dataclass
@@ -134,7 +135,7 @@ class SyncRun:
         self._rate_limited_before = client.limiter.rate_limited
         self._waited_before = client.limiter.waited_s
         self._fetches: asyncio.Queue[Image | None] = asyncio.Queue()
-        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(maxsize=1000)
+        self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=1000)
 
     async def run(self) -> None:
         """List, fetch and write concurrently; then reconcile deletions."""
@@ -147,7 +148,7 @@ class SyncRun:
                 for _ in fetchers:
                     self._fetches.put_nowait(None)
                 await asyncio.gather(*fetchers)
-                await self._writes.put(None)
+                await self._writes.put(_END)
                 await writer
         except BaseExceptionGroup as group:
             # The first failure says why; the others are its consequences.
@@ -221,23 +222,43 @@ class SyncRun:
             return None
 
     async def _write_all(self) -> None:
-        """The one writer: image pages as they come, actions in batches."""
+        """The one writer: image pages as they come, actions in batches.
+
+        Actions wait for a full batch, or FLUSH_S at most, so a slow trickle
+        is stored promptly and a fast stream in few transactions.
+        """
         pending: list[tuple[int, Action]] = []
         batch = self.settings.sync.write_batch
-        while (item := await self._writes.get()) is not None:
-            if item.images is not None:
-                counts = await self.store.upsert_images(
-                    self.account, item.images, self.seen_at
-                )
-                self.counts.images_added += counts.added
-                self.counts.images_updated += counts.updated
-                self.counts.images_seen += counts.seen
-            else:
+        loop = asyncio.get_running_loop()
+        flush_at = 0.0
+        while True:
+            item = await self._next_write(flush_at if pending else None)
+            if item is _END:
+                break
+            if item is not None and item.images is not None:
+                await self._write_images(item.images)
+            elif item is not None:
+                if not pending:
+                    flush_at = loop.time() + FLUSH_S
                 pending.extend((item.image_id, action) for action in item.actions)
-            if len(pending) >= batch or (pending and self._writes.empty()):
+            if len(pending) >= batch or (pending and loop.time() >= flush_at):
                 await self._flush_actions(pending)
                 pending = []
         await self._flush_actions(pending)
+
+    async def _next_write(self, until: float | None) -> _Write | None:
+        """The next item to write; None when `until` (loop time) comes first."""
+        try:
+            async with asyncio.timeout_at(until):
+                return await self._writes.get()
+        except TimeoutError:
+            return None
+
+    async def _write_images(self, images: list[Image]) -> None:
+        counts = await self.store.upsert_images(self.account, images, self.seen_at)
+        self.counts.images_seen += counts.seen
+        self.counts.images_added += counts.added
+        self.counts.images_updated += counts.updated
 
     async def _flush_actions(self, pending: list[tuple[int, Action]]) -> None:
         if not pending:
@@ -280,6 +301,9 @@ class _Write:
     images: list[Image] | None = None
     image_id: int = 0
     actions: list[Action] = field(default_factory=list)
+
+
+_END = _Write()  # tells the writer the run has nothing more
 
 
 async def plan_run(store: Store, settings: Settings) -> Plan:
