@@ -149,9 +149,11 @@ async def _migrate(settings: Settings) -> int:
 def _register_optional_commands() -> None:
     """Commands that live in their own modules."""
     from inventory.demo import demo
+    from inventory.query import query
     from inventory.simulator.command import simulate
 
     cli.add_command(demo)
+    cli.add_command(query)
     cli.add_command(simulate)
     from inventory.daemon import run_command
 

@@ -41,5 +41,9 @@ class DeadlineExceeded(InventoryError):
     """A run's deadline passed, or its rate budget will not return in time."""
 
 
+class QueryError(InventoryError):
+    """A query cannot run as given: refused, malformed, or missing a value."""
+
+
 class StoreError(InventoryError):
     """The store could not be reached or migrated."""

@@ -1,0 +1,785 @@
+"""`inventory query`: ask the local copy a question in SQL, read-only by construction.
+
+StackQL's resource names are rewritten to the store's tables with sqlglot,
+`{{ name }}` placeholders become bound parameters, and the rows come out as an
+aligned table, CSV, JSON or JSON lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import sqlglot
+from sqlalchemy import JSON, Boolean, Float, Integer, Table
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlglot import Token, TokenType, exp
+from sqlglot.errors import ParseError, TokenError
+from tabulate import tabulate
+
+from inventory.config import Settings
+from inventory.errors import QueryError
+from inventory.store import Store, one_line
+from inventory.tables import Base, ImageActionRow, ImageRow, UTCDateTime
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+# StackQL's names for DigitalOcean's resources, and the relation answering each:
+# the images DigitalOcean still lists (not those marked deleted), or the actions.
+RESOURCES = {
+    ("digitalocean", "images", "actions"): "image_actions",
+    ("digitalocean", "compute", "image_actions"): "image_actions",
+    ("digitalocean", "images", "images"): "live_images",
+    ("digitalocean", "compute", "images"): "live_images",
+}
+RESOURCE_TABLES: dict[str, Table] = {
+    "image_actions": ImageActionRow.__table__,  # type: ignore[dict-item]
+    "live_images": ImageRow.__table__,  # type: ignore[dict-item]
+}
+# The store's own columns, which the API's objects do not have.
+BOOKKEEPING = frozenset(
+    {"account", "raw", "first_seen_at", "last_seen_at", "updated_at", "deleted_at"}
+)
+
+# Bound-parameter names: a user's `{{ x }}` binds as `var_x`, so it can never
+# collide with the account the resource names are restricted to.
+VAR_PREFIX = "var_"
+ACCOUNT_PARAM = "resource_account"
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+QUOTED_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+INTEGER = re.compile(r"-?[0-9]+")
+DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
+# SQLAlchemy's text() reads `:name` as a bound parameter wherever it appears,
+# string literals included; this is its pattern, to escape the user's own.
+BIND_LIKE = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
+EXPLAIN_OPTIONS = frozenset({"ANALYZE", "ANALYSE", "VERBOSE", "QUERY", "PLAN"})
+# `{{ name }}` is five tokens: two braces, a word (a keyword will do), two braces.
+BRACES = ([TokenType.L_BRACE] * 2, [TokenType.R_BRACE] * 2)
+
+NOT_READS: dict[type[exp.Expr], str] = {
+    exp.Insert: "INSERT",
+    exp.Update: "UPDATE",
+    exp.Delete: "DELETE",
+    exp.Merge: "MERGE",
+    exp.Create: "CREATE",
+    exp.Drop: "DROP",
+    exp.Alter: "ALTER",
+    exp.TruncateTable: "TRUNCATE",
+    exp.Into: "SELECT INTO",
+    exp.Lock: "locking SELECT",
+    exp.Copy: "COPY",
+    exp.Set: "SET",
+    exp.Pragma: "PRAGMA",
+    exp.Attach: "ATTACH",
+    exp.Detach: "DETACH",
+    exp.Transaction: "BEGIN",
+    exp.Commit: "COMMIT",
+    exp.Rollback: "ROLLBACK",
+    exp.Grant: "GRANT",
+    exp.Revoke: "REVOKE",
+    exp.Analyze: "ANALYZE",
+    exp.Command: "command",
+}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """SQL ready for `Store.execute_read_only`, with its bound parameters."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `source[start:end]` with `text`."""
+
+    start: int
+    end: int
+    text: str
+
+
+# Preparing a query.
+
+
+def prepare(
+    source: str, variables: Mapping[str, str], dialect: str, account: str
+) -> Prepared:
+    """Fill placeholders, refuse anything but one read, resolve StackQL names.
+
+    `dialect` is sqlglot's name: "sqlite" or "postgres". Text sqlglot cannot
+    read goes to the database as it is, so the user sees the database's own
+    message; the read-only connection still guards it.
+    """
+    sqlglot_dialect = sqlglot.Dialect.get_or_raise(dialect)
+    try:
+        tokens = _statement_tokens(sqlglot_dialect, source)
+    except TokenError:
+        return Prepared(_escape(source, set()), {})
+    edits, names = _placeholder_edits(source, tokens)
+    _check_variables(names, variables)
+    filled = _apply(source, edits)
+    params = {VAR_PREFIX + name: variables[name] for name in names}
+
+    try:
+        tokens = _trim(_statement_tokens(sqlglot_dialect, filled))
+        statement = _parse_one(sqlglot_dialect, tokens, filled)
+    except (TokenError, ParseError):
+        return _prepared(filled, _bind(params, {}, dialect))
+    _refuse_writes(statement)
+
+    edits = _resource_edits(statement, filled, dialect)
+    if any(edit.text.startswith("(") for edit in edits):
+        params[ACCOUNT_PARAM] = account
+    sql = _apply(filled[: tokens[-1].end + 1], edits)
+    return _prepared(sql, _bind(params, _contexts(statement), dialect))
+
+
+def _prepared(sql: str, params: dict[str, Any]) -> Prepared:
+    return Prepared(_escape(sql, set(params)), params)
+
+
+def parse_variables(pairs: Sequence[str]) -> dict[str, str]:
+    """`--var NAME=VALUE` options as a dict; the last of a repeated name wins."""
+    variables = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not NAME.fullmatch(name.strip()):
+            raise QueryError(f"--var wants NAME=VALUE, got {pair!r}.")
+        variables[name.strip()] = value
+    return variables
+
+
+def _placeholder_edits(
+    source: str, tokens: Sequence[Token]
+) -> tuple[list[Edit], list[str]]:
+    """Each `{{ name }}` or `'{{ name }}'` becomes `:var_name`; the names, once."""
+    edits: list[Edit] = []
+    names: list[str] = []
+    index = 0
+    while index < len(tokens):
+        found = _placeholder_at(source, tokens, index)
+        if found is None:
+            index += 1
+            continue
+        name, width = found
+        start, end = tokens[index].start, tokens[index + width - 1].end + 1
+        edits.append(Edit(start, end, _parameter(source, start, end, name)))
+        names.append(name)
+        index += width
+    return edits, list(dict.fromkeys(names))
+
+
+def _placeholder_at(
+    source: str, tokens: Sequence[Token], index: int
+) -> tuple[str, int] | None:
+    """The placeholder's name and width in tokens, if one starts at `index`."""
+    token = tokens[index]
+    if token.token_type == TokenType.STRING:
+        # A plain 'quoted' literal: not E'...', nor the rest of a command.
+        match = QUOTED_PLACEHOLDER.fullmatch(token.text)
+        plain = source[token.start] == "'" and source[token.end] == "'"
+        return (match.group(1), 1) if match and plain else None
+    window = tokens[index : index + 5]
+    shape = [t.token_type for t in window]
+    if len(window) < 5 or (shape[:2], shape[3:]) != BRACES:
+        return None
+    name = window[2]
+    touching = all(window[i].end + 1 == window[i + 1].start for i in (0, 3))
+    if name.token_type == TokenType.IDENTIFIER or not touching:
+        return None
+    return (name.text, 5) if NAME.fullmatch(name.text) else None
+
+
+def _parameter(source: str, start: int, end: int, name: str) -> str:
+    """`:var_name`, spaced where a neighbour would glue to it (`::int`, a word)."""
+    before = source[start - 1] if start > 0 else " "
+    after = source[end] if end < len(source) else " "
+    return "".join(
+        (
+            " " if re.match(r"[:\w\\]", before) else "",
+            f":{VAR_PREFIX}{name}",
+            " " if re.match(r"[:\w]", after) else "",
+        )
+    )
+
+
+def _check_variables(names: Sequence[str], variables: Mapping[str, str]) -> None:
+    missing = [name for name in names if name not in variables]
+    if missing:
+        listed = ", ".join(f"{{{{ {name} }}}}" for name in missing)
+        raise QueryError(
+            f"No value for {listed}: pass --var {missing[0]}=VALUE"
+            + (" for each." if len(missing) > 1 else ".")
+        )
+    unused = [name for name in variables if name not in names]
+    if unused:
+        raise QueryError(
+            f"--var {unused[0]} matches no placeholder in the query; a {{{{ name }}}} "
+            "inside a longer string literal is left as text."
+        )
+
+
+def _trim(tokens: Sequence[Token]) -> list[Token]:
+    """The tokens without trailing semicolons; QueryError if nothing is left."""
+    trimmed = list(tokens)
+    while trimmed and trimmed[-1].token_type == TokenType.SEMICOLON:
+        trimmed.pop()
+    if not trimmed:
+        raise QueryError("No SQL to run: the query is empty.")
+    return trimmed
+
+
+def _statement_tokens(dialect: sqlglot.Dialect, sql: str) -> list[Token]:
+    """The tokens of the statement; under an EXPLAIN, of the statement explained.
+
+    sqlglot reads the rest of an EXPLAIN as one string, so that rest is read
+    again with the prefix blanked out, which keeps every token's position.
+    """
+    tokens = dialect.tokenize(sql)
+    if len(tokens) < 2 or tokens[0].text.upper() != "EXPLAIN":
+        return tokens
+    rest = tokens[0].end + 1
+    tokens = dialect.tokenize(" " * rest + sql[rest:])
+    index = 0
+    if tokens[0].token_type == TokenType.L_PAREN:
+        index = _closing(tokens, 0) + 1  # PostgreSQL's (ANALYZE, FORMAT JSON)
+    while index < len(tokens) - 1 and tokens[index].text.upper() in EXPLAIN_OPTIONS:
+        index += 1
+    return tokens[index:]
+
+
+def _closing(tokens: Sequence[Token], start: int) -> int:
+    depth = 0
+    for index in range(start, len(tokens)):
+        kind = tokens[index].token_type
+        depth += (kind == TokenType.L_PAREN) - (kind == TokenType.R_PAREN)
+        if depth == 0:
+            return index
+    return len(tokens) - 1
+
+
+def _parse_one(dialect: sqlglot.Dialect, tokens: Sequence[Token], sql: str) -> exp.Expr:
+    """The one statement `tokens` hold; QueryError if they hold more."""
+    with _quiet_sqlglot():
+        parsed = dialect.parser().parse(list(tokens), sql)
+    statements = [statement for statement in parsed if statement is not None]
+    if len(statements) != 1:
+        raise QueryError(
+            f"Give one statement at a time; this query holds {len(statements)}."
+        )
+    return statements[0]
+
+
+@contextmanager
+def _quiet_sqlglot() -> Iterator[None]:
+    """sqlglot logs a warning when it falls back to a Command; we refuse those."""
+    logger = logging.getLogger("sqlglot")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _refuse_writes(statement: exp.Expr) -> None:
+    """QueryError unless the statement only reads, data-modifying CTEs included."""
+    if not isinstance(statement, exp.Query | exp.Values):
+        _refuse(statement)
+    for node in statement.walk():
+        if isinstance(node, tuple(NOT_READS)):
+            _refuse(node)
+
+
+def _refuse(node: exp.Expr) -> NoReturn:
+    if isinstance(node, exp.Command):
+        kind = str(node.this).upper()
+    else:
+        kind = next(
+            (name for cls, name in NOT_READS.items() if isinstance(node, cls)),
+            type(node).__name__.upper(),
+        )
+    raise QueryError(
+        f"Refused {kind}: inventory query only reads "
+        "(SELECT, WITH, VALUES, EXPLAIN); nothing was run."
+    )
+
+
+# StackQL resource names.
+
+
+def _resource_edits(statement: exp.Expr, sql: str, dialect: str) -> list[Edit]:
+    """Replace each StackQL table name, and drop it from qualified columns."""
+    edits = []
+    for table in statement.find_all(exp.Table):
+        parts = table.parts
+        relation = _resource(parts)
+        if relation is None or not _located(parts):
+            continue
+        alias = "" if table.alias else " AS " + _source(sql, parts[-1])
+        text = _resource_sql(relation, dialect) + alias
+        edits.append(Edit(parts[0].meta["start"], parts[-1].meta["end"] + 1, text))
+    for column in statement.find_all(exp.Column):
+        parts = column.parts
+        if len(parts) == 4 and _resource(parts[:3]) and _located(parts):
+            edits.append(Edit(parts[0].meta["start"], parts[2].meta["start"], ""))
+    return edits
+
+
+def _resource(parts: Sequence[exp.Expr]) -> str | None:
+    """The relation a StackQL name stands for, or None for any other name."""
+    names = [_folded(part) for part in parts]
+    if len(names) != 3 or None in names:
+        return None
+    return RESOURCES.get((str(names[0]), str(names[1]), str(names[2])))
+
+
+def _folded(part: exp.Expr) -> str | None:
+    # Unquoted names fold to lower case, as SQL does; quoted ones match exactly.
+    if not isinstance(part, exp.Identifier):
+        return None
+    return str(part.this) if part.quoted else str(part.this).lower()
+
+
+def _located(parts: Sequence[exp.Expr]) -> bool:
+    return all("start" in part.meta and "end" in part.meta for part in parts)
+
+
+def _source(sql: str, part: exp.Expr) -> str:
+    return sql[part.meta["start"] : part.meta["end"] + 1]
+
+
+def _resource_sql(relation: str, dialect: str) -> str:
+    """A subquery with the API object's fields, for the configured account."""
+    table = RESOURCE_TABLES[relation]
+    columns = ", ".join(
+        exp.to_identifier(column.name, quoted=True).sql(dialect)
+        for column in table.columns
+        if column.name not in BOOKKEEPING
+    )
+    return f"(SELECT {columns} FROM {relation} WHERE account = :{ACCOUNT_PARAM})"
+
+
+def _apply(source: str, edits: Sequence[Edit]) -> str:
+    pieces, position = [], 0
+    for edit in sorted(edits, key=lambda edit: edit.start):
+        pieces.append(source[position : edit.start] + edit.text)
+        position = edit.end
+    return "".join(pieces) + source[position:]
+
+
+def _escape(sql: str, params: set[str]) -> str:
+    """Escape every `:word` that is not one of our parameters, for text()."""
+    return BIND_LIKE.sub(
+        lambda m: m.group(0) if m.group(1) in params else "\\" + m.group(0), sql
+    )
+
+
+# Binding values.
+
+
+def _column_kinds() -> dict[str, str]:
+    """Each store column's name and kind, from the tables' own types."""
+    kinds: dict[str, str] = {}
+    for table in Base.metadata.sorted_tables:
+        for column in table.columns:
+            kinds.setdefault(column.name, _kind(column.type))
+    return kinds
+
+
+def _kind(column_type: Any) -> str:
+    kinds = (
+        (UTCDateTime, "timestamp"),
+        (JSON, "json"),
+        (Boolean, "boolean"),
+        (Integer, "integer"),
+        (Float, "float"),
+    )
+    return next((kind for cls, kind in kinds if isinstance(column_type, cls)), "text")
+
+
+COLUMN_KINDS = _column_kinds()
+
+
+def _contexts(statement: exp.Expr) -> dict[str, str]:
+    """What each placeholder is compared with, where a store column says."""
+    contexts: dict[str, str] = {}
+    for placeholder in statement.find_all(exp.Placeholder):
+        kind = _context(placeholder)
+        if kind is not None:
+            contexts.setdefault(str(placeholder.this), kind)
+    return contexts
+
+
+def _context(node: exp.Expr) -> str | None:
+    parent = node.parent
+    while isinstance(parent, exp.Paren):
+        node, parent = parent, parent.parent
+    if isinstance(parent, exp.Limit | exp.Offset):
+        return "integer"
+    if isinstance(parent, exp.In | exp.Between):
+        other = parent.this
+    elif isinstance(parent, exp.Binary) and isinstance(parent, exp.Predicate):
+        other = parent.left if parent.right is node else parent.right
+    else:
+        return None
+    return (
+        COLUMN_KINDS.get(other.name.lower()) if isinstance(other, exp.Column) else None
+    )
+
+
+def _bind(
+    params: dict[str, Any], contexts: Mapping[str, str], dialect: str
+) -> dict[str, Any]:
+    """Each --var value typed for the store column it is compared with.
+
+    A value compared with no store column binds as a number when it reads as
+    one, else as text.
+    """
+    bound = dict(params)
+    for name, value in params.items():
+        if name.startswith(VAR_PREFIX):
+            bound[name] = _typed(value, contexts.get(name), dialect)
+    return bound
+
+
+def _typed(value: str, kind: str | None, dialect: str) -> Any:
+    if kind in (None, "integer") and INTEGER.fullmatch(value):
+        return int(value)
+    if kind is None and DECIMAL.fullmatch(value):
+        return float(value)
+    if kind == "float":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if kind == "timestamp":
+        return _timestamp_param(value, dialect)
+    return value
+
+
+def _timestamp_param(value: str, dialect: str) -> Any:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if dialect == "postgres":
+        return moment
+    # SQLite holds the store's timestamps as naive UTC text in this format.
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# Running.
+
+
+async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]]]:
+    """Run prepared SQL on a read-only store; its rows as JSON-ready values."""
+    _require_sqlite_file(url)
+    store = Store.open(url, read_only=True)
+    try:
+        await _require_schema(store)
+        try:
+            columns, rows = await store.execute_read_only(prepared.sql, prepared.params)
+        except (OSError, SQLAlchemyError) as exc:
+            raise QueryError(one_line(exc)) from exc
+    finally:
+        await store.close()
+    return columns, normalize(columns, rows)
+
+
+def _require_sqlite_file(url: URL) -> None:
+    """A missing SQLite file is no store: say so, and do not create it."""
+    path = url.database or ""
+    if url.get_backend_name() == "sqlite" and path and path != ":memory:":
+        if not Path(path).is_file():
+            raise QueryError(_no_store(path))
+
+
+async def _require_schema(store: Store) -> None:
+    try:
+        revision = await store.revision()
+    except (OSError, SQLAlchemyError) as exc:
+        raise QueryError(
+            f"Cannot open the store at {store.describe()}: {one_line(exc)}"
+        ) from exc
+    if revision is None:
+        raise QueryError(_no_store(store.describe()))
+
+
+def _no_store(where: str) -> str:
+    return f"No store at {where}: run `inventory sync` or `inventory demo` first."
+
+
+def dialect_of(url: URL) -> str:
+    """sqlglot's name for the store's SQL dialect."""
+    return "postgres" if url.get_backend_name() == "postgresql" else "sqlite"
+
+
+# Values.
+
+
+def normalize(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as JSON-ready values: JSON columns parsed, timestamps ISO 8601 UTC."""
+    kinds = [COLUMN_KINDS.get(column.lower()) for column in columns]
+    return [
+        [_value(cell, kind) for cell, kind in zip(row, kinds, strict=True)]
+        for row in rows
+    ]
+
+
+def _value(cell: Any, kind: str | None) -> Any:
+    if cell is None:
+        return None
+    if kind == "json":
+        return _json_value(cell)
+    if kind == "boolean" and isinstance(cell, int):
+        return bool(cell)
+    if kind == "timestamp" and isinstance(cell, str):
+        return _iso(cell)
+    return _plain(cell, kind)
+
+
+def _plain(cell: Any, kind: str | None) -> Any:
+    if isinstance(cell, datetime):
+        if cell.tzinfo is None and kind == "timestamp":
+            cell = cell.replace(tzinfo=UTC)
+        return cell.astimezone(UTC).isoformat() if cell.tzinfo else cell.isoformat()
+    if isinstance(cell, date | time):
+        return cell.isoformat()
+    if isinstance(cell, Decimal):
+        return int(cell) if cell == cell.to_integral_value() else float(cell)
+    if isinstance(cell, bytes | memoryview):
+        return bytes(cell).hex()
+    if isinstance(cell, bool | int | float | str | list | dict):
+        return cell
+    return str(cell)
+
+
+def _json_value(cell: Any) -> Any:
+    """A JSON column's value, keys sorted so both databases print alike."""
+    text = cell if isinstance(cell, str) else json.dumps(cell)
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
+    except ValueError:
+        return cell
+
+
+def _iso(cell: str) -> str:
+    """SQLite's naive UTC text as ISO 8601 with its offset."""
+    try:
+        moment = datetime.fromisoformat(cell)
+    except ValueError:
+        return cell
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return moment.astimezone(UTC).isoformat()
+
+
+# Output.
+
+
+def render(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], output_format: str
+) -> str:
+    """The rows in one of FORMATS, ending with a newline."""
+    if output_format == "csv":
+        return _csv(columns, rows)
+    if output_format == "json":
+        objects = _objects(columns, rows)
+        return json.dumps(objects, indent=2, ensure_ascii=False) + "\n"
+    if output_format == "jsonl":
+        objects = _objects(columns, rows)
+        return "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    return _table(columns, rows)
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """psql-like: numbers right-aligned, NULL written out, a row count below."""
+    text = tabulate(
+        [[_cell(value) for value in row] for row in rows],
+        headers=list(columns),
+        missingval="NULL",
+        floatfmt="",
+        disable_numparse=_text_columns(rows, len(columns)),
+    )
+    count = f"({len(rows)} row{'' if len(rows) == 1 else 's'})"
+    return f"{text}\n{count}\n"
+
+
+def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[int] | bool:
+    """The columns tabulate must not read numbers in: all but the numeric ones.
+
+    Otherwise it would print the text '1e5' as 100000.
+    """
+    if not rows:
+        return True
+    numeric = {
+        index
+        for index in range(width)
+        if all(_is_number(row[index]) or row[index] is None for row in rows)
+    }
+    return [index for index in range(width) if index not in numeric] or False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """RFC 4180 with `\\n` line ends; NULL is an empty field."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else _cell(v) for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A value as text for a table or CSV; numbers stay numbers for alignment."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def _objects(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    keys = _unique(columns)
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _unique(columns: Sequence[str]) -> list[str]:
+    """Column names as object keys: a repeated name gets `_2`, `_3`, ..."""
+    keys: list[str] = []
+    for column in columns:
+        key, number = column, 1
+        while key in keys:
+            number += 1
+            key = f"{column}_{number}"
+        keys.append(key)
+    return keys
+
+
+# The command.
+
+
+def read_sql(sql: str | None, path: str | None) -> str:
+    """The query from the argument, a file, or standard input (`-` or piped)."""
+    if sql is not None and path is not None:
+        raise QueryError("Give the SQL as an argument or with --file, not both.")
+    if sql is not None:
+        return sql
+    if path == "-" or (path is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if path is None:
+        raise QueryError("No SQL: give it as an argument, with --file, or on stdin.")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise QueryError(f"Cannot read the SQL file {path}: {reason}.") from exc
+
+
+@click.command("query")
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the SQL from a file; - is standard input.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="How to print the rows.",
+)
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fill {{ NAME }} with VALUE, as a bound parameter. Repeatable.",
+)
+@click.option(
+    "--account",
+    metavar="NAME",
+    help="The account StackQL names show (default: the configured account).",
+)
+# cli.database_option's twin: cli.py imports this module, so it cannot be imported.
+@click.option(
+    "--database",
+    "database",
+    metavar="URL",
+    help="Database URL (sqlite:///PATH or postgresql://...); "
+    "overrides INVENTORY_DATABASE_URL and the file.",
+)
+@click.pass_context
+def query(
+    ctx: click.Context,
+    sql: str | None,
+    path: str | None,
+    output_format: str,
+    variables: tuple[str, ...],
+    account: str | None,
+    database: str | None,
+) -> None:
+    """Run one read-only SQL query on the store and print the rows.
+
+    \b
+    StackQL names work too:
+      inventory query --var image_id=7555620 \\
+        "SELECT id, status FROM digitalocean.images.actions
+         WHERE image_id = '{{ image_id }}'"
+    """
+    # cli.py imports this module to register the command: import it lazily.
+    from inventory.cli import fail, run_async, settings_from
+
+    ctx.ensure_object(dict)
+    settings = settings_from(ctx, database=database)
+    try:
+        url = settings.database_url()
+        prepared = prepare(
+            read_sql(sql, path),
+            parse_variables(variables),
+            dialect_of(url),
+            account or settings.account,
+        )
+    except QueryError as exc:
+        fail(str(exc))
+    run_async(_query)(settings, prepared, output_format)
+
+
+async def _query(settings: Settings, prepared: Prepared, output_format: str) -> int:
+    from inventory.cli import EXIT_OK, EXIT_USAGE
+
+    try:
+        columns, rows = await fetch(settings.database_url(), prepared)
+    except QueryError as exc:
+        click.echo(f"inventory: {exc}", err=True)
+        return EXIT_USAGE
+    click.echo(render(columns, rows, output_format), nl=False)
+    return EXIT_OK
