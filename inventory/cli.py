@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inventory import __version__, logs
 from inventory.client import open_client
-from inventory.config import ConfigError, Settings, load_settings
-from inventory.errors import AuthError, InventoryError
+from inventory.config import Settings, load_settings
+from inventory.errors import AuthError, ConfigError, InventoryError
 from inventory.store import Store, one_line
 from inventory.sync import SyncResult, sync_account
 

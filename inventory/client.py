@@ -300,5 +300,5 @@ def _error_message(body: bytes) -> str:
     except ValueError:
         return "a body that is not JSON (a proxy's error page?)."
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"].rstrip(".") + "."
+        return str(data["message"]).rstrip(".") + "."
     return "an error body without a message."

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic.config import Config
 from sqlalchemy import (
     Connection,
-    Row,
+    Table,
     and_,
     case,
     delete,
@@ -47,10 +47,10 @@ logger = logging.getLogger(__name__)
 KEY_CHUNK = 900
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-IMAGES = ImageRow.__table__
-IMAGE_REGIONS = ImageRegionRow.__table__
-IMAGE_ACTIONS = ImageActionRow.__table__
-SYNC_RUNS = SyncRunRow.__table__
+IMAGES = cast(Table, ImageRow.__table__)
+IMAGE_REGIONS = cast(Table, ImageRegionRow.__table__)
+IMAGE_ACTIONS = cast(Table, ImageActionRow.__table__)
+SYNC_RUNS = cast(Table, SyncRunRow.__table__)
 
 
 @dataclass
@@ -302,7 +302,7 @@ class Store:
         account: str,
         seen_at: datetime,
         deleted_at: datetime,
-        in_scope: Callable[[Row[Any]], bool] = lambda row: True,
+        in_scope: Callable[[Any], bool] = lambda row: True,
     ) -> int:
         """Mark images not seen at `seen_at` deleted; return how many.
 
@@ -376,7 +376,7 @@ class Store:
 
     async def execute_read_only(
         self, sql: str, params: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[Sequence[Any]]]:
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one statement in a read-only transaction; return columns and rows."""
         async with self.engine.connect() as conn:
             if self.dialect == "postgresql":
