@@ -164,6 +164,7 @@ class SyncRun:
             async for page in self.client.fetch_image_pages(filters):
                 images = self._parse_images(page.items)
                 seen.update(image.id for image in images)
+                self.counts.images_seen = len(seen)
                 total = page.total if page.total is not None else total
                 await self._writes.put(_Write(images=images))
                 for image in images_needing_actions(
@@ -256,7 +257,6 @@ class SyncRun:
 
     async def _write_images(self, images: list[Image]) -> None:
         counts = await self.store.upsert_images(self.account, images, self.seen_at)
-        self.counts.images_seen += counts.seen
         self.counts.images_added += counts.added
         self.counts.images_updated += counts.updated
 

@@ -309,3 +309,19 @@ async def test_a_reader_holding_the_sqlite_store_open_does_not_block_the_sync(
         reader.close()
         await store.close()
     assert result.status == "succeeded"
+
+
+async def test_the_same_image_on_two_pages_is_seen_once_and_stored_last_copy(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    p2 = "/v2/images?page=2&per_page=200"
+    first = images_page([1, 2], api.url + p2)
+    again = images_page([2])
+    again["images"][0]["name"] = "renamed"
+    api.get("/v2/images?per_page=200", payload=first)
+    api.get(p2, payload=again)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions())
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(), repeat=True)
+    result = await sync(make_settings(api.url, database_url), store)
+    assert (result.counts.images_seen, result.counts.images_added) == (2, 2)
+    assert [r.get("name") for r in (await table(store, ImageRow))] == [None, "renamed"]
