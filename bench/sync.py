@@ -96,13 +96,26 @@ async def fresh_store(kind: str, postgres: str | None, folder: Path) -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
+async def drop_store(url: str, postgres: str | None) -> None:
+    if not url.startswith("postgresql") or postgres is None:
+        return
+    dsn = make_url(postgres).set(drivername="postgresql")
+    conn = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    await conn.execute(
+        f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'
+    )
+    await conn.close()
+
+
 async def migrated(url: str) -> Store:
     store = Store.open(url)
     await store.migrate()
     return store
 
 
-async def floor(api_url: str, database_url: str, concurrency: int) -> tuple[int, int]:
+async def floor(
+    api_url: str, database_url: str, concurrency: int = 8
+) -> tuple[int, int]:
     """Bare fetch of the same pages, then one bulk insert of the same rows."""
     store = await migrated(database_url)
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -159,9 +172,12 @@ async def sync(api_url: str, database_url: str) -> tuple[int, int]:
     return counts.requests, counts.images_seen + counts.actions_seen
 
 
-async def timed(step: Callable[[], Awaitable[tuple[int, int]]]) -> tuple[float, int, int]:
+Step = Callable[[str, str], Awaitable[tuple[int, int]]]
+
+
+async def timed(step: Step, api_url: str, url: str) -> tuple[float, int, int]:
     started = time.perf_counter()
-    requests, rows = await step()
+    requests, rows = await step(api_url, url)
     return time.perf_counter() - started, requests, rows
 
 
@@ -172,9 +188,11 @@ async def bench(args: argparse.Namespace, api_url: str) -> None:
             floors, syncs = [], []
             for _ in range(args.repeat):
                 url = await fresh_store(kind, args.postgres, Path(folder))
-                floors.append(await timed(lambda: floor(api_url, url, 8)))
+                floors.append(await timed(floor, api_url, url))
+                await drop_store(url, args.postgres)
                 url = await fresh_store(kind, args.postgres, Path(folder))
-                syncs.append(await timed(lambda: sync(api_url, url)))
+                syncs.append(await timed(sync, api_url, url))
+                await drop_store(url, args.postgres)
             report(kind, floors, syncs)
 
 
