@@ -7,35 +7,29 @@ aligned table, CSV, JSON or JSON lines.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import sqlglot
-from sqlalchemy import JSON, Boolean, Float, Integer, Table
+from sqlalchemy import Table
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlglot import Token, TokenType, exp
 from sqlglot.errors import ParseError, TokenError
-from tabulate import tabulate
 
 from inventory.config import Settings
 from inventory.errors import QueryError
+from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
 from inventory.store import Store, one_line
-from inventory.tables import Base, ImageActionRow, ImageRow, UTCDateTime
-
-FORMATS = ("table", "csv", "json", "jsonl")
+from inventory.tables import ImageActionRow, ImageRow
 
 # StackQL's names for DigitalOcean's resources, and the relation answering each:
 # the images DigitalOcean still lists (not those marked deleted), or the actions.
@@ -393,29 +387,6 @@ def _escape(sql: str, params: set[str]) -> str:
 # Binding values.
 
 
-def _column_kinds() -> dict[str, str]:
-    """Each store column's name and kind, from the tables' own types."""
-    kinds: dict[str, str] = {}
-    for table in Base.metadata.sorted_tables:
-        for column in table.columns:
-            kinds.setdefault(column.name, _kind(column.type))
-    return kinds
-
-
-def _kind(column_type: Any) -> str:
-    kinds = (
-        (UTCDateTime, "timestamp"),
-        (JSON, "json"),
-        (Boolean, "boolean"),
-        (Integer, "integer"),
-        (Float, "float"),
-    )
-    return next((kind for cls, kind in kinds if isinstance(column_type, cls)), "text")
-
-
-COLUMN_KINDS = _column_kinds()
-
-
 def _contexts(statement: exp.Expr) -> dict[str, str]:
     """What each placeholder is compared with, where a store column says."""
     contexts: dict[str, str] = {}
@@ -531,152 +502,6 @@ def _no_store(where: str) -> str:
 def dialect_of(url: URL) -> str:
     """sqlglot's name for the store's SQL dialect."""
     return "postgres" if url.get_backend_name() == "postgresql" else "sqlite"
-
-
-# Values.
-
-
-def normalize(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Rows as JSON-ready values: JSON columns parsed, timestamps ISO 8601 UTC."""
-    kinds = [COLUMN_KINDS.get(column.lower()) for column in columns]
-    return [
-        [_value(cell, kind) for cell, kind in zip(row, kinds, strict=True)]
-        for row in rows
-    ]
-
-
-def _value(cell: Any, kind: str | None) -> Any:
-    if cell is None:
-        return None
-    if kind == "json":
-        return _json_value(cell)
-    if kind == "boolean" and isinstance(cell, int):
-        return bool(cell)
-    if kind == "timestamp" and isinstance(cell, str):
-        return _iso(cell)
-    return _plain(cell, kind)
-
-
-def _plain(cell: Any, kind: str | None) -> Any:
-    if isinstance(cell, datetime):
-        if cell.tzinfo is None and kind == "timestamp":
-            cell = cell.replace(tzinfo=UTC)
-        return cell.astimezone(UTC).isoformat() if cell.tzinfo else cell.isoformat()
-    if isinstance(cell, date | time):
-        return cell.isoformat()
-    if isinstance(cell, Decimal):
-        return int(cell) if cell == cell.to_integral_value() else float(cell)
-    if isinstance(cell, bytes | memoryview):
-        return bytes(cell).hex()
-    if isinstance(cell, bool | int | float | str | list | dict):
-        return cell
-    return str(cell)
-
-
-def _json_value(cell: Any) -> Any:
-    """A JSON column's value, keys sorted so both databases print alike."""
-    text = cell if isinstance(cell, str) else json.dumps(cell)
-    try:
-        return json.loads(text, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
-    except ValueError:
-        return cell
-
-
-def _iso(cell: str) -> str:
-    """SQLite's naive UTC text as ISO 8601 with its offset."""
-    try:
-        moment = datetime.fromisoformat(cell)
-    except ValueError:
-        return cell
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-    return moment.astimezone(UTC).isoformat()
-
-
-# Output.
-
-
-def render(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], output_format: str
-) -> str:
-    """The rows in one of FORMATS, ending with a newline."""
-    if output_format == "csv":
-        return _csv(columns, rows)
-    if output_format == "json":
-        objects = _objects(columns, rows)
-        return json.dumps(objects, indent=2, ensure_ascii=False) + "\n"
-    if output_format == "jsonl":
-        objects = _objects(columns, rows)
-        return "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
-    return _table(columns, rows)
-
-
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """psql-like: numbers right-aligned, NULL written out, a row count below."""
-    text = tabulate(
-        [[_cell(value) for value in row] for row in rows],
-        headers=list(columns),
-        missingval="NULL",
-        floatfmt="",
-        disable_numparse=_text_columns(rows, len(columns)),
-    )
-    count = f"({len(rows)} row{'' if len(rows) == 1 else 's'})"
-    return f"{text}\n{count}\n"
-
-
-def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[int] | bool:
-    """The columns tabulate must not read numbers in: all but the numeric ones.
-
-    Otherwise it would print the text '1e5' as 100000.
-    """
-    if not rows:
-        return True
-    numeric = {
-        index
-        for index in range(width)
-        if all(_is_number(row[index]) or row[index] is None for row in rows)
-    }
-    return [index for index in range(width) if index not in numeric] or False
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """RFC 4180 with `\\n` line ends; NULL is an empty field."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([["" if v is None else _cell(v) for v in row] for row in rows])
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    """A value as text for a table or CSV; numbers stay numbers for alignment."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return value
-
-
-def _objects(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> list[dict[str, Any]]:
-    keys = _unique(columns)
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def _unique(columns: Sequence[str]) -> list[str]:
-    """Column names as object keys: a repeated name gets `_2`, `_3`, ..."""
-    keys: list[str] = []
-    for column in columns:
-        key, number = column, 1
-        while key in keys:
-            number += 1
-            key = f"{column}_{number}"
-        keys.append(key)
-    return keys
 
 
 # The command.

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from inventory.config import database_url
-from inventory.query import Prepared, QueryError, fetch, prepare, query
+from inventory.errors import QueryError
+from inventory.query import Prepared, fetch, prepare, query
 from inventory.records import parse_action, parse_image
 from inventory.store import Store
 
