@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from tenacity import (
@@ -235,9 +236,26 @@ async def open_client(
     }
     connector = aiohttp.TCPConnector(limit=max(settings.sync.concurrency * 2, 10))
     async with aiohttp.ClientSession(
-        headers=headers, timeout=timeout, connector=connector, trust_env=True
+        headers=headers,
+        timeout=timeout,
+        connector=connector,
+        proxy=proxy_for(settings.api.url),
     ) as session:
         yield DigitalOceanClient(session, settings, limiter or limiter_for(settings))
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy for the API's URL, from HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+
+    Resolved once, with the standard library's reading of those variables:
+    aiohttp's trust_env looks them (and ~/.netrc) up again on every request,
+    which tripled the cost of a request here.
+    """
+    parts = urlsplit(url)
+    proxies = getproxies()
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def limiter_for(settings: Settings) -> RateLimiter:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from inventory.client import DigitalOceanClient, open_client
+from inventory.client import DigitalOceanClient, open_client, proxy_for
 from inventory.errors import (
     APIError,
     AuthError,
@@ -264,3 +264,40 @@ async def test_a_200_that_is_not_json_is_retried_then_reported(
     with pytest.raises(APIError, match="body that is not JSON"):
         await listed(client)
     assert client.requests == 3
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "expected"),
+    [
+        ({}, "https://api.digitalocean.com", None),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128"},
+            "https://api.digitalocean.com",
+            "http://proxy:3128",
+        ),
+        (
+            {"https_proxy": "http://proxy:3128", "NO_PROXY": ".digitalocean.com"},
+            "https://api.digitalocean.com",
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "localhost,127.0.0.1"},
+            "http://127.0.0.1:8080",
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy:3128"},
+            "http://127.0.0.1:8080",
+            "http://proxy:3128",
+        ),
+    ],
+)
+def test_the_proxy_comes_from_the_usual_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, environ: dict, url: str, expected: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
