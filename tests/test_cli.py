@@ -1,0 +1,133 @@
+"""The command line as a user meets it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from inventory import __version__
+from inventory.simulator import Simulator, SimulatorOptions
+
+from conftest import TOKEN
+
+pytestmark = pytest.mark.e2e
+
+
+async def inventory(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """Run `python -m inventory ARGS`; return its exit code, stdout and stderr."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
+    base.pop("DIGITALOCEAN_TOKEN", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "inventory", *args,
+        env={**base, **(env or {})}, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[str]:
+    options = SimulatorOptions(images=40, seed=3, token=TOKEN)
+    async with Simulator(options).serve(host="127.0.0.1", port=0) as url:
+        yield url
+
+
+def assert_one_line_without_traceback(err: str) -> None:
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+async def test_version_and_help() -> None:
+    code, out, _ = await inventory("--version")
+    assert (code, out.strip()) == (0, f"inventory, version {__version__}")
+    code, out, _ = await inventory("sync", "--help")
+    assert code == 0 and "--database URL" in out
+
+
+async def test_a_sync_prints_its_summary_and_exits_0(api: str, tmp_path: Path) -> None:
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api}
+    code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert out.startswith("sync succeeded: account=default run=1 images_seen=40 ")
+    assert "rate_limited=0 rate_wait_s=0.0" in out
+    assert (tmp_path / "inventory.db").is_file()
+    assert TOKEN not in out + err
+
+
+async def test_no_token_is_a_usage_error_saying_how_to_give_one(tmp_path: Path) -> None:
+    code, _, err = await inventory("sync", cwd=tmp_path)
+    assert code == 2
+    assert_one_line_without_traceback(err)
+    assert "DIGITALOCEAN_TOKEN" in err
+    assert not (tmp_path / "inventory.db").exists()
+
+
+async def test_a_rejected_token_exits_2_without_echoing_it(
+    api: str, tmp_path: Path
+) -> None:
+    wrong = "dop_v1_" + "0" * 64
+    env = {"DIGITALOCEAN_TOKEN": wrong, "DIGITALOCEAN_API_URL": api}
+    code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "image:read" in err and "Traceback" not in err
+    assert wrong not in out + err
+
+
+async def test_a_token_file_is_read_for_container_secrets(
+    api: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    env = {"DIGITALOCEAN_TOKEN_FILE": str(secret), "DIGITALOCEAN_API_URL": api}
+    code, _, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert code == 0, err
+
+
+async def test_a_partial_run_exits_1(tmp_path: Path) -> None:
+    options = SimulatorOptions(images=40, seed=3, stall_path=r"/actions", stall_s=5.0)
+    async with Simulator(options).serve(host="127.0.0.1", port=0) as url:
+        config = tmp_path / "inventory.toml"
+        config.write_text("[api]\nread_timeout_s = 0.2\nmax_retries = 0\n")
+        env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": url}
+        code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert code == 1
+    assert out.startswith("sync partial:"), out + err
+
+
+async def test_a_bad_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "inventory.toml").write_text("[sync]\nconcurrency = -1\n")
+    code, _, err = await inventory("migrate", cwd=tmp_path)
+    assert code == 2
+    assert_one_line_without_traceback(err)
+    assert "sync.concurrency" in err
+
+
+async def test_a_bad_database_url_is_one_line(tmp_path: Path) -> None:
+    code, _, err = await inventory("migrate", "--database", "mysql://x/y", cwd=tmp_path)
+    assert code == 2
+    assert_one_line_without_traceback(err)
+
+
+async def test_an_unreachable_database_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql://inventory:hunter22@127.0.0.1:1/inventory"
+    code, _, err = await inventory("migrate", "--database", url, cwd=tmp_path)
+    assert code == 1
+    assert_one_line_without_traceback(err)
+    assert "hunter22" not in err
+
+
+async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    code, out, err = await inventory("migrate", "--database", url)
+    assert code == 0, err
+    assert out.strip().endswith("is at schema revision 0001.")
