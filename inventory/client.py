@@ -102,18 +102,22 @@ class DigitalOceanClient:
         Filters missing from a `next` link are added back.
         """
         params = {**filters, "per_page": str(self._api.per_page)}
-        url: str | None = self._url(path, params)
+        url = self._url(path, params)
         fetched: set[str] = set()
-        while url is not None:
-            fetched.add(_page_identity(url))
+        while True:
             body = await self.get_json(url)
             yield _parse_page(body, key, url)
-            url = self._next_url(body, params)
-            if url is not None and _page_identity(url) in fetched:
+            following = self._next_url(body, params)
+            if following is None:
+                return
+            # Most lists are one page: identities are worked out only past it.
+            fetched.add(_page_identity(url))
+            if _page_identity(following) in fetched:
                 raise IncompleteListingError(
                     f"The listing of {path} links back to a page already fetched "
-                    f"({url}); it was stopped there, incomplete."
+                    f"({following}); it was stopped there, incomplete."
                 )
+            url = following
 
     async def get_json(self, url: str) -> Any:
         """GET a URL of the API with retries; return the decoded JSON body.

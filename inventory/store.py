@@ -114,6 +114,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # Built once: assembling an upsert costs more than running a batch.
+        self._upsert_images = self._upsert_images_statement()
+        self._upsert_actions = self._upsert_actions_statement()
 
     @classmethod
     def open(cls, url: str | URL, *, read_only: bool = False) -> Store:
@@ -263,7 +266,7 @@ class Store:
             counts.added = sum(1 for i in fresh if i.id not in known)
             counts.updated = len(fresh) - counts.added
             rows = [_image_row(account, image, seen_at) for image in latest.values()]
-            await conn.execute(self._upsert_images_statement(), rows)
+            await conn.execute(self._upsert_images, rows)
             await self._replace_regions(conn, account, fresh)
         return counts
 
@@ -361,7 +364,7 @@ class Store:
                 _action_row(account, image_id, action, seen_at)
                 for image_id, action in latest.values()
             ]
-            await conn.execute(self._upsert_actions_statement(), rows)
+            await conn.execute(self._upsert_actions, rows)
         return counts
 
     def _upsert_actions_statement(self) -> Any:
