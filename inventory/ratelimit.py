@@ -174,6 +174,7 @@ class RateLimiter:
         self._counted_after = -math.inf  # others' new ones came after this
         self._foreign_rate = 0.0  # others' requests a second, lately
         self._others_seen_at = -math.inf  # when an answer last showed new ones
+        self._others_known_at = -math.inf  # or showed any at all
         self._yield_share = 0.0  # of each budget, left to others after a 429
         self._yielded_at = -math.inf
         self._sequence = 0
@@ -329,6 +330,7 @@ class RateLimiter:
         theirs = self._foreign.count_after(now - span)
         if span >= self.budget.hour_s:
             theirs += self._untimed
+            rate = min(rate, theirs / span)  # a minute's burst is not their hour
         unseen_s = now - self._observed_at + max(self._rtts, default=0.0)
         expected = max(rate * span - theirs, rate * min(unseen_s, span))
         wanted = max(math.ceil(expected) + 1, yielded)
@@ -393,7 +395,8 @@ class RateLimiter:
         self._in_flight[self._sequence] = now
         round_trip_s = max(self._rtts, default=0.0)
         silent = now - self._observed_at > 2 * round_trip_s
-        if self._probe or self._resume or (self._foreign_rate > 0 and silent):
+        others = now - self._others_known_at < self.budget.hour_s
+        if self._probe or self._resume or (others and silent):
             self._scout = self._sequence
         self._probe = self._resume = False
         return self._sequence
@@ -462,6 +465,8 @@ class RateLimiter:
         if count > timed:
             self._untimed += count - timed
             self._untimed_until = now + self.budget.hour_s
+        if count > 0:
+            self._others_known_at = now
         if count > 0 and gap < math.inf:
             self._others_seen_at = now  # new since an answer of ours: at work
         elif count > 0:
@@ -549,7 +554,7 @@ class RateLimiter:
                 missing -= 1
         for _ in range(missing):
             self._add_other(now, now - minute_s)
-        self._others_seen_at = now
+        self._others_seen_at = self._others_known_at = now
 
     def _fill_hour(self, now: float) -> None:
         """Take the hour as full, the unexplained part leaving at the resets."""
@@ -559,6 +564,7 @@ class RateLimiter:
         if inside < self._hour_limit:
             self._untimed += self._hour_limit - inside
             self._untimed_until = now + self.budget.hour_s
+            self._others_known_at = now
 
     # Time.
 
