@@ -52,10 +52,16 @@ class RetryableError(APIError):
     """A failure worth another try: 429, 5xx, a dropped connection, a timeout."""
 
     def __init__(
-        self, message: str, *, status: int | None, headers: Headers | None = None
+        self,
+        message: str,
+        *,
+        status: int | None,
+        headers: Headers | None = None,
+        sequence: int | None = None,
     ) -> None:
         super().__init__(message, status=status)
         self.headers = headers
+        self.sequence = sequence  # the limiter's number for the refused request
 
 
 class DigitalOceanClient:
@@ -170,13 +176,15 @@ class DigitalOceanClient:
                 self.responses[(endpoint, response.status)] += 1
                 body = await response.read()
                 if response.status >= 400:
-                    raise _http_error(url, response.status, body, headers)
+                    raise _http_error(url, response.status, body, headers, sequence)
         except aiohttp.ClientResponseError as exc:
+            self.limiter.observe(Headers.empty(), sequence)  # out of flight
             self.responses[(endpoint, exc.status)] += 1
             raise RetryableError(
                 f"GET {url} failed: {exc.message}.", status=exc.status
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.limiter.observe(Headers.empty(), sequence)  # out of flight
             self.responses[(endpoint, "error")] += 1
             reason = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)
             raise RetryableError(
@@ -193,8 +201,8 @@ class DigitalOceanClient:
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RetryableError) and error.status == 429:
-            headers = error.headers or Headers(None, None, None, None)
-            self.limiter.on_429(headers, state.attempt_number)
+            headers = error.headers or Headers.empty()
+            self.limiter.on_429(headers, state.attempt_number, error.sequence)
             return 0.0  # the limiter now holds every request back
         if isinstance(error, RetryableError) and error.headers is not None:
             if error.headers.retry_after_s is not None:
@@ -282,7 +290,8 @@ def limiter_for(settings: Settings) -> RateLimiter:
         per_hour=settings.rate_limit.per_hour,
         time_scale=settings.rate_limit.time_scale,
     )
-    return RateLimiter(budget)
+    # A request unanswered after the total timeout is over, one way or another.
+    return RateLimiter(budget, in_flight_max_s=settings.api.total_timeout_s)
 
 
 def _is_429(state: RetryCallState) -> bool:
@@ -310,7 +319,9 @@ def _endpoint(url: str) -> str:
     return "/".join("{id}" if part.isdigit() else part for part in segments)
 
 
-def _http_error(url: str, status: int, body: bytes, headers: Headers) -> APIError:
+def _http_error(
+    url: str, status: int, body: bytes, headers: Headers, sequence: int
+) -> APIError:
     detail = _error_message(body)
     if status in (401, 403):
         return AuthError(
@@ -322,7 +333,9 @@ def _http_error(url: str, status: int, body: bytes, headers: Headers) -> APIErro
         return NotFoundError(f"GET {url} found nothing (HTTP 404).", status=status)
     message = f"GET {url} answered HTTP {status}: {detail}"
     if status == 429 or status >= 500 or status == 408:
-        return RetryableError(message, status=status, headers=headers)
+        return RetryableError(
+            message, status=status, headers=headers, sequence=sequence
+        )
     return APIError(message, status=status)
 
 

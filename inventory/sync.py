@@ -136,6 +136,7 @@ class SyncRun:
         self._waited_before = client.limiter.waited_s
         self._fetches: asyncio.Queue[Image | None] = asyncio.Queue()
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=1000)
+        self._pending: list[tuple[int, Action]] = []  # actions awaiting a batch
 
     async def run(self) -> None:
         """List, fetch and write concurrently; then reconcile deletions."""
@@ -228,24 +229,37 @@ class SyncRun:
         Actions wait for a full batch, or FLUSH_S at most, so a slow trickle
         is stored promptly and a fast stream in few transactions.
         """
-        pending: list[tuple[int, Action]] = []
         batch = self.settings.sync.write_batch
         loop = asyncio.get_running_loop()
         flush_at = 0.0
         while True:
-            item = await self._next_write(flush_at if pending else None)
+            item = await self._next_write(flush_at if self._pending else None)
             if item is _END:
                 break
-            if item is not None and item.images is not None:
-                await self._write_images(item.images)
-            elif item is not None:
-                if not pending:
+            if item is not None:
+                if not self._pending:
                     flush_at = loop.time() + FLUSH_S
-                pending.extend((item.image_id, action) for action in item.actions)
-            if len(pending) >= batch or (pending and loop.time() >= flush_at):
-                await self._flush_actions(pending)
-                pending = []
-        await self._flush_actions(pending)
+                await self._take(item)
+            if len(self._pending) >= batch or loop.time() >= flush_at:
+                await self._flush_actions()
+        await self._flush_actions()
+
+    async def _take(self, item: _Write) -> None:
+        if item.images is not None:
+            await self._write_images(item.images)
+        else:
+            self._pending.extend((item.image_id, action) for action in item.actions)
+
+    async def drain(self) -> None:
+        """Write what was fetched but not yet stored, after the run stopped early.
+
+        The listing is incomplete then, so this adds and updates rows only.
+        """
+        while not self._writes.empty():
+            item = self._writes.get_nowait()
+            if item is not _END:
+                await self._take(item)
+        await self._flush_actions()
 
     async def _next_write(self, until: float | None) -> _Write | None:
         """The next item to write; None when `until` (loop time) comes first."""
@@ -260,10 +274,13 @@ class SyncRun:
         self.counts.images_added += counts.added
         self.counts.images_updated += counts.updated
 
-    async def _flush_actions(self, pending: list[tuple[int, Action]]) -> None:
-        if not pending:
+    async def _flush_actions(self) -> None:
+        if not self._pending:
             return
-        counts = await self.store.upsert_actions(self.account, pending, self.seen_at)
+        counts = await self.store.upsert_actions(
+            self.account, self._pending, self.seen_at
+        )
+        self._pending = []
         self.counts.actions_seen += counts.seen
         self.counts.actions_added += counts.added
         self.counts.actions_updated += counts.updated
@@ -336,9 +353,11 @@ async def sync_account(
         status, error = run.status(), run.error()
     except DeadlineExceeded as exc:
         status, error = "interrupted", str(exc)
+        await run.drain()
     except TimeoutError:
         status = "interrupted"
         error = f"The run passed its deadline of {deadline_s:.0f} s and was stopped."
+        await run.drain()
     except asyncio.CancelledError:
         status, error = "interrupted", "The run was stopped from outside."
         raise

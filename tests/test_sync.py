@@ -256,6 +256,8 @@ async def test_a_run_past_its_deadline_is_interrupted_and_keeps_what_it_stored(
     assert "deadline" in (result.error or "")
     assert [r["id"] for r in await table(store, ImageRow)] == [1, 2]
     assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
+    # Fetched before the deadline, stored even though the run stopped early.
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10]
 
 
 async def test_a_filtered_listing_deletes_only_within_its_filter(
