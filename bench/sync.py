@@ -5,7 +5,8 @@ images with about M actions each, all private so every image's actions are
 fetched. For each store the script times, alternately:
 
 - the floor: a bare aiohttp walk of the same URLs (same concurrency), plus one
-  bulk INSERT of the same rows into an empty migrated store;
+  bulk INSERT of the same rows (images, their regions, actions) into an empty
+  migrated store;
 - `sync_account` into an empty migrated store.
 
 It prints wall time, requests/s and rows/s of each, and the ratio sync/floor.
@@ -41,7 +42,7 @@ from inventory.config import Settings, load_settings
 from inventory.records import parse_action, parse_image
 from inventory.store import Store, _action_row, _image_row
 from inventory.sync import sync_account
-from inventory.tables import ImageActionRow, ImageRow
+from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
 TOKEN = "dop_v1_bench"
 
@@ -154,8 +155,14 @@ async def floor(
         _action_row("default", image_id, parse_action(a), now)
         for image_id, a in actions
     ]
+    region_rows = [
+        {"account": "default", "image_id": image["id"], "region_slug": slug}
+        for image in images
+        for slug in dict.fromkeys(image.get("regions") or [])
+    ]
     async with store.engine.begin() as conn:
         await conn.execute(insert(ImageRow.__table__), image_rows)
+        await conn.execute(insert(ImageRegionRow.__table__), region_rows)
         await conn.execute(insert(ImageActionRow.__table__), action_rows)
     await store.close()
     return requests, len(image_rows) + len(action_rows)

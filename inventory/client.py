@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from inventory.ratelimit import Budget, Headers, RateLimiter
 
 logger = logging.getLogger(__name__)
 
+_ID_SEGMENT = re.compile(r"/[0-9]+(?=/|$)")
 MAX_RATE_LIMITED = 30  # 429s one request may meet before the run gives up
 
 
@@ -315,8 +317,9 @@ def _page_identity(url: str) -> str:
 
 def _endpoint(url: str) -> str:
     """The URL's route with ids folded, for per-endpoint counts."""
-    segments = urlsplit(url).path.rstrip("/").split("/")
-    return "/".join("{id}" if part.isdigit() else part for part in segments)
+    path = url.split("?", 1)[0]
+    path = path[path.find("/v2/") :].rstrip("/")
+    return _ID_SEGMENT.sub("/{id}", path)
 
 
 def _http_error(
