@@ -7,10 +7,10 @@ the URL comes from INVENTORY_DATABASE_URL (or the default SQLite store).
 import asyncio
 import os
 
-from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from inventory.config import DEFAULT_DATABASE_URL, database_url
 from inventory.tables import Base
 

@@ -7,6 +7,7 @@ usage or configuration, including a token DigitalOcean rejects.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -41,20 +42,36 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def settings_from(ctx: click.Context, **store: Any) -> Settings:
-    """Load settings once per command, with the command's own overrides."""
+def settings_from(ctx: click.Context, quiet: bool = False, **store: Any) -> Settings:
+    """Load settings once per command, with the command's own overrides.
+
+    `quiet` commands (one-shot ones that print their own result) log only
+    warnings unless a level is asked for, and leave the run summary to stdout.
+    """
     overrides = {"store": {"url": store.get("database")}}
     try:
         settings = load_settings(ctx.obj.get("config"), overrides=overrides)
     except ConfigError as exc:
         fail(str(exc))
-    secrets = []
-    if settings.api.token is not None:
-        secrets.append(settings.api.token.get_secret_value())
-    logs.configure(
-        settings.log.format, ctx.obj.get("log_level") or settings.log.level, secrets
-    )
+    level = ctx.obj.get("log_level")
+    if level is None:
+        explicit = "level" in settings.log.model_fields_set
+        level = "WARNING" if quiet and not explicit else settings.log.level
+    logs.configure(settings.log.format, level, _secrets(settings), summaries=not quiet)
     return settings
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """The values the log filter must never let through."""
+    secrets = []
+    try:
+        secrets.append(settings.token())
+    except ConfigError:
+        pass
+    password = settings.database_url().password
+    if password:
+        secrets.append(str(password))
+    return secrets
 
 
 def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
@@ -63,18 +80,42 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
     @wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            code = asyncio.run(main(*args, **kwargs))
-        except KeyboardInterrupt:
+            code = asyncio.run(_stoppable(main(*args, **kwargs)))
+        except (KeyboardInterrupt, asyncio.CancelledError):
             fail("interrupted.", EXIT_RUN_FAILED)
         except (ConfigError, AuthError) as exc:
             fail(str(exc), EXIT_USAGE)
         except InventoryError as exc:
             fail(str(exc), EXIT_RUN_FAILED)
         except SQLAlchemyError as exc:
-            fail(f"the store failed: {one_line(exc)}", EXIT_RUN_FAILED)
+            fail(f"the store failed: {_with_hint(one_line(exc))}", EXIT_RUN_FAILED)
         sys.exit(code)
 
     return wrapper
+
+
+async def _stoppable(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main`, cancelled by SIGTERM as by Ctrl-C, so a run records itself.
+
+    Without this, SIGTERM (from timeout, systemd, a Kubernetes Job) would kill
+    the process at once and leave its run `running` in sync_runs.
+    """
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _with_hint(message: str) -> str:
+    """Say what to do when the schema is missing."""
+    if "no such table" in message or (
+        "relation" in message and "does not exist" in message
+    ):
+        return message + " (run `inventory migrate` first)"
+    return message
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,7 +145,7 @@ def cli(ctx: click.Context, config: str | None, log_level: str | None) -> None:
 @click.pass_context
 def sync(ctx: click.Context, database: str | None, no_migrate: bool) -> None:
     """Run one sync and print its summary."""
-    settings = settings_from(ctx, database=database)
+    settings = settings_from(ctx, quiet=True, database=database)
     run_async(_sync)(settings, migrate=settings.store.migrate and not no_migrate)
 
 

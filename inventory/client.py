@@ -310,9 +310,11 @@ def _parse_page(body: Any, key: str, url: str) -> Page:
 
 
 def _page_identity(url: str) -> str:
+    """A page's identity: its path and sorted query, a missing page being 1."""
     parts = urlsplit(url)
-    query = sorted(parse_qsl(parts.query))
-    return f"{parts.path.rstrip('/')}?{urlencode(query)}"
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("page", "1")
+    return f"{parts.path.rstrip('/')}?{urlencode(sorted(query.items()))}"
 
 
 def _endpoint(url: str) -> str:

@@ -192,6 +192,11 @@ def database_url(raw: str) -> URL:
         ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ConfigError(
+                "store.url names an in-memory SQLite database, which keeps "
+                "nothing; give a file: sqlite:///inventory.db."
+            )
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+asyncpg")

@@ -21,7 +21,8 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = [secret for secret in secrets if len(secret) >= 4]
+        # Shorter values are no real secret, and replacing them mangles text.
+        self.secrets = [secret for secret in secrets if len(secret) >= 8]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -40,17 +41,29 @@ class RedactSecrets(logging.Filter):
 
 
 def configure(
-    format: str = "text", level: str = "INFO", secrets: Iterable[str] = ()
+    format: str = "text",
+    level: str = "INFO",
+    secrets: Iterable[str] = (),
+    summaries: bool = True,
 ) -> None:
-    """Send log records to standard error in the chosen format."""
+    """Send log records to standard error in the chosen format.
+
+    `summaries=False` drops the per-run summary line, for commands that print
+    it on standard output themselves.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if format == "json":
+        # ISO 8601 timestamps, and a run summary's counts as fields of their own.
         handler.setFormatter(
-            JsonFormatter(JSON_FORMAT, rename_fields={"levelname": "level"})
+            JsonFormatter(
+                JSON_FORMAT, rename_fields={"levelname": "level"}, timestamp=True
+            )
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RedactSecrets(secrets))
+    if not summaries:
+        handler.addFilter(lambda record: not getattr(record, "run", None))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -111,8 +111,9 @@ def migrations_path() -> Path:
 class Store:
     """An async SQLAlchemy engine on one SQLite file or PostgreSQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, display_url: str | None = None) -> None:
         self.engine = engine
+        self._display_url = display_url
         self.dialect = engine.dialect.name
         # Built once: assembling an upsert costs more than running a batch.
         self._upsert_images = self._upsert_images_statement()
@@ -121,6 +122,10 @@ class Store:
     @classmethod
     def open(cls, url: str | URL, *, read_only: bool = False) -> Store:
         """Open a store by URL; plain sqlite:/// and postgresql:// are fine."""
+        given = make_url(url) if isinstance(url, str) else url
+        display = given.set(drivername=given.get_backend_name()).render_as_string(
+            hide_password=True
+        )
         url = database_url(url) if isinstance(url, str) else url
         if read_only and url.get_backend_name() == "sqlite":
             url = _read_only_sqlite(url)
@@ -130,13 +135,15 @@ class Store:
         engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas(read_only))
-        return cls(engine)
+        return cls(engine, display)
 
     async def close(self) -> None:
         await self.engine.dispose()
 
     def describe(self) -> str:
-        """The URL with any password hidden, for messages."""
+        """The URL as the user gave it, with any password hidden, for messages."""
+        if self._display_url is not None:
+            return self._display_url
         return self.engine.url.render_as_string(hide_password=True)
 
     async def ping(self) -> None:
@@ -222,12 +229,22 @@ class Store:
         return [dict(row) for row in rows]
 
     async def prune_runs(self, older_than: datetime) -> int:
-        """Delete finished runs that started before `older_than`."""
+        """Delete finished runs that started before `older_than`.
+
+        Each account's newest run stays, so run ids never start over.
+        """
+        newest = SYNC_RUNS.alias("newest")
+        latest_id = (
+            select(func.max(newest.c.id))
+            .where(newest.c.account == SYNC_RUNS.c.account)
+            .scalar_subquery()
+        )
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 delete(SYNC_RUNS).where(
                     SYNC_RUNS.c.started_at < older_than,
                     SYNC_RUNS.c.status != "running",
+                    SYNC_RUNS.c.id < latest_id,
                 )
             )
         return int(result.rowcount or 0)

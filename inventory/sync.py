@@ -164,12 +164,15 @@ class SyncRun:
         try:
             async for page in self.client.fetch_image_pages(filters):
                 images = self._parse_images(page.items)
+                # A listing that shifts while paged may list an image twice:
+                # store its last copy, fetch its actions once.
+                new = [image for image in images if image.id not in seen]
                 seen.update(image.id for image in images)
                 self.counts.images_seen = len(seen)
                 total = page.total if page.total is not None else total
                 await self._writes.put(_Write(images=images))
                 for image in images_needing_actions(
-                    images, self.settings.sync.actions_for
+                    new, self.settings.sync.actions_for
                 ):
                     self._fetches.put_nowait(image)
         except AuthError:
@@ -395,7 +398,9 @@ async def _finish(
         run.account, run_id, status, run.counts, duration_s, error, run.failed_images
     )
     level = logging.INFO if status == "succeeded" else logging.WARNING
-    logger.log(level, "%s", result.summary())
+    fields = {"account": run.account, "run_id": run_id, "status": status}
+    fields |= run.counts.columns() | {"duration_s": round(duration_s, 3)}
+    logger.log(level, "%s", result.summary(), extra={"run": fields})
     return result
 
 

@@ -90,7 +90,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 def make_settings(
     api_url: str = "http://do.test",
-    database_url: str = "sqlite:///:memory:",
+    database_url: str = "sqlite:///unused.db",
     **sections: dict[str, object],
 ) -> Settings:
     """Settings for tests: no retries' backoff, no file, the test token."""

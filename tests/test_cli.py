@@ -131,3 +131,46 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     code, out, err = await inventory("migrate", "--database", url)
     assert code == 0, err
     assert out.strip().endswith("is at schema revision 0001.")
+
+
+async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    options = SimulatorOptions(images=300, seed=3, latency_s=0.05)
+    async with Simulator(options).serve(host="127.0.0.1", port=0) as url:
+        env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": url}
+        base = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "inventory", "sync",
+            env={**base, **env}, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(2.0)
+        process.terminate()
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1, err.decode()
+    assert err.decode().strip() == "inventory: interrupted."
+    code, out, _ = await inventory(
+        "query", "--format", "csv", "SELECT status, error FROM sync_runs", cwd=tmp_path
+    )
+    assert out.splitlines() == [
+        "status,error",
+        "interrupted,The run was stopped from outside.",
+    ]
+
+
+async def test_a_store_without_its_schema_says_to_migrate(
+    api: str, tmp_path: Path
+) -> None:
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api}
+    code, _, err = await inventory("sync", "--no-migrate", env=env, cwd=tmp_path)
+    assert code == 1
+    assert_one_line_without_traceback(err)
+    assert "run `inventory migrate` first" in err
+
+
+async def test_a_failed_sync_says_so_once(api: str, tmp_path: Path) -> None:
+    env = {"DIGITALOCEAN_TOKEN": "dop_v1_" + "1" * 64, "DIGITALOCEAN_API_URL": api}
+    code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert_one_line_without_traceback(err)

@@ -69,6 +69,8 @@ def test_a_missing_token_says_how_to_give_one() -> None:
         ("[api]\nper_page = 500\n", "api.per_page: Input should be less than"),
         ("[sync]\nconcurency = 3\n", "sync.concurency: is not a known setting"),
         ("[store]\nurl = 'mysql://x/y'\n", "only sqlite:/// and postgresql://"),
+        ("[store]\nurl = 'sqlite://'\n", "in-memory SQLite database"),
+        ("[store]\nurl = 'sqlite:///:memory:'\n", "in-memory SQLite database"),
         ("account = [", "is not valid TOML"),
     ],
 )

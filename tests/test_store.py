@@ -254,3 +254,15 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Any) -> None:
     finally:
         await store.close()
     assert mode == "wal"
+
+
+async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
+    store: Store,
+) -> None:
+    for started in (T0, T1):
+        run = await store.start_run("default", started)
+        await store.finish_run(
+            "default", run, status="succeeded", finished_at=started, counts=RunCounts()
+        )
+    assert await store.prune_runs(T2 + timedelta(days=1)) == 1
+    assert await store.start_run("default", T2) == 3

@@ -326,4 +326,5 @@ async def test_the_same_image_on_two_pages_is_seen_once_and_stored_last_copy(
     api.get("/v2/images/2/actions?per_page=200", payload=actions(), repeat=True)
     result = await sync(make_settings(api.url, database_url), store)
     assert (result.counts.images_seen, result.counts.images_added) == (2, 2)
+    assert api.count("/v2/images/2/actions?per_page=200") == 1
     assert [r.get("name") for r in (await table(store, ImageRow))] == [None, "renamed"]
