@@ -11,7 +11,7 @@ fetched. For each store the script times, alternately:
 
 It prints wall time, requests/s and rows/s of each, and the ratio sync/floor.
 Usage: python bench/sync.py [--images 5000] [--actions 5] [--repeat 3]
-       [--postgres postgresql://postgres@127.0.0.1/test]
+       [--latency 0.05] [--postgres postgresql://postgres@127.0.0.1/test]
 """
 
 from __future__ import annotations
@@ -53,12 +53,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_simulator(images: int, actions: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_simulator(
+    images: int, actions: int, latency_s: float = 0.0
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
         sys.executable, "-m", "inventory", "simulate", "--port", str(port),
         "--images", str(images), "--actions-per-image", str(actions),
         "--private-share", "1.0", "--no-rate-limit", "--seed", "1",
+        "--latency", str(latency_s),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -226,12 +229,15 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to each answer"
+    )
+    parser.add_argument(
         "--postgres",
         default=os.environ.get("INVENTORY_TEST_POSTGRES_URL"),
         help="PostgreSQL server URL to create bench databases on",
     )
     args = parser.parse_args()
-    process, api_url = start_simulator(args.images, args.actions)
+    process, api_url = start_simulator(args.images, args.actions, args.latency)
     try:
         asyncio.run(bench(args, api_url))
     finally:
