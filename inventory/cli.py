@@ -46,7 +46,8 @@ def settings_from(ctx: click.Context, quiet: bool = False, **store: Any) -> Sett
     """Load settings once per command, with the command's own overrides.
 
     `quiet` commands (one-shot ones that print their own result) log only
-    warnings unless a level is asked for, and leave the run summary to stdout.
+    warnings and a long run's plan and progress unless a level is asked for,
+    and leave the run summary to stdout.
     """
     overrides = {"store": {"url": store.get("database")}}
     try:
@@ -54,10 +55,16 @@ def settings_from(ctx: click.Context, quiet: bool = False, **store: Any) -> Sett
     except ConfigError as exc:
         fail(str(exc))
     level = ctx.obj.get("log_level")
+    explicit = level is not None or "level" in settings.log.model_fields_set
     if level is None:
-        explicit = "level" in settings.log.model_fields_set
         level = "WARNING" if quiet and not explicit else settings.log.level
-    logs.configure(settings.log.format, level, _secrets(settings), summaries=not quiet)
+    logs.configure(
+        settings.log.format,
+        level,
+        _secrets(settings),
+        summaries=not quiet,
+        notices=quiet and not explicit,
+    )
     return settings
 
 

@@ -39,6 +39,8 @@ ENVIRONMENT = {
     "INVENTORY_HTTP_PORT": ("daemon", "http_port"),
     "INVENTORY_LOG_FORMAT": ("log", "format"),
     "INVENTORY_LOG_LEVEL": ("log", "level"),
+    "INVENTORY_RATE_LIMIT_PER_MINUTE": ("rate_limit", "per_minute"),
+    "INVENTORY_RATE_LIMIT_PER_HOUR": ("rate_limit", "per_hour"),
 }
 
 
@@ -74,6 +76,17 @@ class RateLimitSettings(_Section):
     per_minute: int | None = Field(250, ge=1)
     per_hour: int | None = Field(5000, ge=1)
     time_scale: float = Field(1.0, gt=0)
+
+    @field_validator("per_minute", "per_hour", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        """`"off"` lifts a budget: only for a local server without limits."""
+        if isinstance(value, str):
+            if value.strip().lower() == "off":
+                return None
+            if not value.strip().isdigit():
+                raise ValueError('must be a number of requests, or "off"')
+        return value
 
 
 class SyncSettings(_Section):

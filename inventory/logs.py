@@ -15,6 +15,10 @@ from pythonjsonlogger.json import JsonFormatter
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
+# `extra=NOTICE` marks an INFO line a person waiting on a long command should
+# see even when only warnings are shown: a run's plan and its progress.
+NOTICE = {"notice": True}
+
 
 class RedactSecrets(logging.Filter):
     """Replace each secret in a record's message and arguments with `***`."""
@@ -45,11 +49,13 @@ def configure(
     level: str = "INFO",
     secrets: Iterable[str] = (),
     summaries: bool = True,
+    notices: bool = False,
 ) -> None:
     """Send log records to standard error in the chosen format.
 
     `summaries=False` drops the per-run summary line, for commands that print
-    it on standard output themselves.
+    it on standard output themselves; `notices=True` lets lines marked NOTICE
+    through below `level`.
     """
     handler = logging.StreamHandler(sys.stderr)
     if format == "json":
@@ -64,11 +70,19 @@ def configure(
     handler.addFilter(RedactSecrets(secrets))
     if not summaries:
         handler.addFilter(lambda record: not getattr(record, "run", None))
+    threshold = logging.getLevelName(level.upper())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(threshold)
+    if notices and threshold > logging.INFO:
+        root.setLevel(logging.INFO)
+        handler.addFilter(
+            lambda record: (
+                record.levelno >= threshold or getattr(record, "notice", False)
+            )
+        )
     # Quieter libraries: their INFO lines are per request or per migration step.
     for name in ("aiohttp.access", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(name).setLevel(max(logging.WARNING, threshold))

@@ -25,6 +25,7 @@ from inventory.errors import (
     InventoryError,
     NotFoundError,
 )
+from inventory.logs import NOTICE
 from inventory.records import Action, Image, PayloadError, parse_action, parse_image
 from inventory.store import RunCounts, Store
 
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "succeeded", "partial", "failed", "interrupted")
 FLUSH_S = 0.5  # longest an action waits in the writer before it is stored
+# A run the budgets will hold this long says so, and how far it got, this often:
+# a person waiting on `inventory sync` should not take pacing for a hang.
+LONG_RUN_S = 30.0
+PROGRESS_S = 60.0
 
 
 @dataclass
@@ -137,6 +142,9 @@ class SyncRun:
         self._fetches: asyncio.Queue[Image | None] = asyncio.Queue()
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=1000)
         self._pending: list[tuple[int, Action]] = []  # actions awaiting a batch
+        self._to_fetch = 0  # images queued for their actions
+        self._fetched = 0
+        self._progress_at = time.monotonic() + PROGRESS_S
 
     async def run(self) -> None:
         """List, fetch and write concurrently; then reconcile deletions."""
@@ -175,6 +183,7 @@ class SyncRun:
                     new, self.settings.sync.actions_for
                 ):
                     self._fetches.put_nowait(image)
+                    self._to_fetch += 1
         except AuthError:
             raise
         except APIError as exc:
@@ -188,6 +197,36 @@ class SyncRun:
                 total,
                 len(seen),
             )
+        self._log_listed()
+
+    def _log_listed(self) -> None:
+        """Say how long the action fetches left will take, at best."""
+        left = self._fetches.qsize()
+        limiter = self.client.limiter
+        least_s = limiter.budget.duration_s(left, limiter.used_hour)
+        logger.info(
+            "Listed %d images; %d of their action lists left to fetch, in %s at "
+            "best within the rate budgets",
+            self.counts.images_seen,
+            left,
+            _human(least_s),
+            extra=NOTICE if least_s >= LONG_RUN_S else None,
+        )
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now < self._progress_at:
+            return
+        self._progress_at = now + PROGRESS_S
+        waited_s = self.client.limiter.waited_s - self._waited_before
+        logger.info(
+            "Fetched the actions of %d of %d images so far (%s waiting for "
+            "rate budget)",
+            self._fetched,
+            self._to_fetch,
+            _human(waited_s),
+            extra=NOTICE,
+        )
 
     def _parse_images(self, items: Sequence[Any]) -> list[Image]:
         images = []
@@ -204,6 +243,8 @@ class SyncRun:
     async def _fetch_all(self) -> None:
         while (image := await self._fetches.get()) is not None:
             actions = await self._fetch_actions(image.id)
+            self._fetched += 1
+            self._log_progress()
             if actions is not None:
                 await self._writes.put(_Write(image_id=image.id, actions=actions))
 
@@ -415,11 +456,12 @@ async def _log_plan(
     least_s = budget.duration_s(plan.requests, client.limiter.used_hour)
     logger.info(
         "Plan: about %d requests for %d images; the rate budgets allow them in "
-        "%.0f s at best (deadline %.0f s)",
+        "%s at best (deadline %s)",
         plan.requests,
         plan.images,
-        least_s,
-        settings.sync.deadline_s,
+        _human(least_s),
+        _human(settings.sync.deadline_s),
+        extra=NOTICE if least_s >= LONG_RUN_S else None,
     )
     per_hour = budget.per_hour
     if per_hour is not None and plan.requests > per_hour - client.limiter.used_hour:
@@ -428,3 +470,12 @@ async def _log_plan(
             "will pace itself across the hour"
         )
     return Plan(plan.images, plan.requests, least_s)
+
+
+def _human(seconds: float) -> str:
+    """A duration as people say it: `45 s`, `12.5 min`, `1.2 h`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -102,6 +102,26 @@ async def test_a_partial_run_exits_1(tmp_path: Path) -> None:
     assert out.startswith("sync partial:"), out + err
 
 
+async def test_a_sync_the_budgets_hold_back_says_so_on_stderr(
+    api: str, tmp_path: Path
+) -> None:
+    # Five requests a minute: the listing is fast, then the fetches would take
+    # minutes; a person watching must not take that for a hang. The deadline
+    # ends the run early, as it would a real one that cannot fit.
+    config = tmp_path / "inventory.toml"
+    config.write_text("[rate_limit]\nper_minute = 5\n[sync]\ndeadline_s = 1\n")
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api}
+    code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+    assert code == 1 and out.startswith("sync interrupted:"), out + err
+    assert "INFO inventory.sync: Listed 40 images; " in err
+    assert " min at best within the rate budgets" in err
+    # Asked for warnings only, a person gets just that.
+    code, out, err = await inventory(
+        "--log-level", "WARNING", "sync", env=env, cwd=tmp_path
+    )
+    assert code == 1 and "Listed" not in err and "Plan:" not in err, err
+
+
 async def test_a_bad_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
     (tmp_path / "inventory.toml").write_text("[sync]\nconcurrency = -1\n")
     code, _, err = await inventory("migrate", cwd=tmp_path)

@@ -41,6 +41,18 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.database_url().drivername == "postgresql+asyncpg"
 
 
+def test_a_budget_can_be_lifted_for_a_local_server(tmp_path: Path) -> None:
+    config = tmp_path / "inventory.toml"
+    config.write_text('[rate_limit]\nper_hour = "off"\n')
+    settings = load_settings(config, environ={"INVENTORY_RATE_LIMIT_PER_MINUTE": "Off"})
+    assert (settings.rate_limit.per_minute, settings.rate_limit.per_hour) == (
+        None,
+        None,
+    )
+    raised = load_settings(environ={"INVENTORY_RATE_LIMIT_PER_HOUR": "10000"})
+    assert raised.rate_limit.per_hour == 10000
+
+
 def test_inventory_config_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "elsewhere.toml"
     config.write_text("[sync]\nconcurrency = 3\n")
@@ -72,6 +84,8 @@ def test_a_missing_token_says_how_to_give_one() -> None:
         ("[store]\nurl = 'sqlite://'\n", "in-memory SQLite database"),
         ("[store]\nurl = 'sqlite:///:memory:'\n", "in-memory SQLite database"),
         ("account = [", "is not valid TOML"),
+        ("[rate_limit]\nper_minute = 'of'\n", 'a number of requests, or "off"'),
+        ("[rate_limit]\nper_hour = 0\n", "rate_limit.per_hour: Input should be"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

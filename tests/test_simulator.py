@@ -21,7 +21,7 @@ from yarl import URL
 
 from inventory.simulator import Simulator, SimulatorOptions
 from inventory.simulator.budget import RateBudget
-from inventory.simulator.command import simulate
+from inventory.simulator.command import _pacing_hint, simulate
 from inventory.simulator.faults import FaultPlan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "do-api-examples"
@@ -1018,3 +1018,21 @@ def test_the_command_serves_until_interrupted(
     assert line.startswith("Simulating DigitalOcean at http://127.0.0.1:")
     assert "(12 images, seed 5); point DIGITALOCEAN_API_URL there." in line
     assert command_process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "hint"),
+    [
+        (SimulatorOptions(), None),
+        (
+            SimulatorOptions(rate_per_minute=None, rate_per_hour=None),
+            "INVENTORY_RATE_LIMIT_PER_MINUTE=off INVENTORY_RATE_LIMIT_PER_HOUR=off",
+        ),
+        (SimulatorOptions(time_scale=60), "rate_limit.time_scale = 60 "),
+    ],
+)
+def test_the_command_says_how_a_sync_matches_its_budgets(
+    options: SimulatorOptions, hint: str | None
+) -> None:
+    said = _pacing_hint(options)
+    assert said is None if hint is None else hint in (said or "")

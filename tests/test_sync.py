@@ -98,6 +98,27 @@ async def test_a_generated_account_is_copied_exactly_then_follows_its_changes(
     assert third.counts.images_removed == 0
 
 
+async def test_a_long_run_says_how_far_it_got(
+    simulator: tuple[Simulator, str],
+    store: Store,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import inventory.sync
+
+    monkeypatch.setattr(inventory.sync, "PROGRESS_S", 0.0)
+    monkeypatch.setattr(inventory.sync, "LONG_RUN_S", 0.0)
+    sim, url = simulator
+    caplog.set_level("INFO", logger="inventory.sync")
+    result = await sync(make_settings(url, database_url), store)
+    assert result.status == "succeeded"
+    notices = [r.getMessage() for r in caplog.records if getattr(r, "notice", 0)]
+    fetching = len(images_needing_actions(map(parse_image, sim.images())))
+    assert notices[0].startswith("Listed 300 images; ")
+    assert notices[-1].startswith(f"Fetched the actions of {fetching} of {fetching} ")
+
+
 @pytest.mark.e2e
 async def test_the_example_payloads_round_trip_row_by_row(
     store: Store, database_url: str

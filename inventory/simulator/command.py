@@ -19,16 +19,56 @@ BUDGET = click.IntRange(min=0)
 
 @click.command("simulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--images", default=300, show_default=True, type=click.IntRange(min=0))
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free one).",
+)
+@click.option(
+    "--images",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many images to generate.",
+)
+@click.option(
+    "--seed",
+    default=1,
+    show_default=True,
+    type=int,
+    help="The same seed generates the same account.",
+)
 @click.option("--token", default=None, help="The only accepted bearer token.")
 @click.option(
-    "--actions-per-image", default=3.0, show_default=True, type=click.FloatRange(min=0)
+    "--actions-per-image",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Mean actions of a private image.",
 )
-@click.option("--private-share", default=0.6, show_default=True, type=SHARE)
-@click.option("--rate-per-minute", default=250, show_default=True, type=BUDGET)
-@click.option("--rate-per-hour", default=5000, show_default=True, type=BUDGET)
+@click.option(
+    "--private-share",
+    default=0.6,
+    show_default=True,
+    type=SHARE,
+    help="Share of images that are the account's own.",
+)
+@click.option(
+    "--rate-per-minute",
+    default=250,
+    show_default=True,
+    type=BUDGET,
+    help="Requests a token may make per minute (0: no limit).",
+)
+@click.option(
+    "--rate-per-hour",
+    default=5000,
+    show_default=True,
+    type=BUDGET,
+    help="Requests a token may make per hour (0: no limit).",
+)
 @click.option("--no-rate-limit", is_flag=True, help="Turn both rate budgets off.")
 @click.option(
     "--time-scale",
@@ -40,21 +80,46 @@ BUDGET = click.IntRange(min=0)
 @click.option("--latency", default=0.0, type=SECONDS, help="Added seconds per request.")
 @click.option("--jitter", default=0.0, type=SECONDS, help="Uniform extra seconds.")
 @click.option("--error-rate", default=0.0, type=SHARE, help="Share of 5xx answers.")
-@click.option("--html-error-share", default=0.5, show_default=True, type=SHARE)
+@click.option(
+    "--html-error-share",
+    default=0.5,
+    show_default=True,
+    type=SHARE,
+    help="Share of 5xx answers with an HTML body.",
+)
 @click.option(
     "--drop-rate", default=0.0, type=SHARE, help="Share of dropped connections."
 )
 @click.option("--stall-rate", default=0.0, type=SHARE, help="Share of stalled answers.")
-@click.option("--stall-seconds", default=30.0, show_default=True, type=SECONDS)
+@click.option(
+    "--stall-seconds",
+    default=30.0,
+    show_default=True,
+    type=SECONDS,
+    help="How long a stalled answer stalls.",
+)
 @click.option("--stall-path", default=None, help="Stall requests matching this regex.")
 @click.option("--repeat-next", is_flag=True, help="Make one images `next` link repeat.")
-@click.option("--action-duration", default=5.0, show_default=True, type=SECONDS)
-@click.option("--action-error-share", default=0.1, show_default=True, type=SHARE)
+@click.option(
+    "--action-duration",
+    default=5.0,
+    show_default=True,
+    type=SECONDS,
+    help="Seconds a started transfer or convert stays in-progress.",
+)
+@click.option(
+    "--action-error-share",
+    default=0.1,
+    show_default=True,
+    type=SHARE,
+    help="Share of started actions that end errored.",
+)
 @click.option(
     "--actions-order",
     default="newest",
     show_default=True,
     type=click.Choice(["newest", "oldest"]),
+    help="Order of GET /v2/actions.",
 )
 @click.option(
     "--churn-interval",
@@ -110,6 +175,8 @@ async def _serve(simulator: Simulator, host: str, port: int) -> None:
                 f"Simulating DigitalOcean at {base_url} ({_describe(simulator)}); "
                 "point DIGITALOCEAN_API_URL there. Ctrl-C stops."
             )
+            if hint := _pacing_hint(simulator.options):
+                click.echo(hint)
             await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -122,3 +189,19 @@ def _describe(simulator: Simulator) -> str:
     if options.from_dir is not None:
         return f"{count} images from {options.from_dir}"
     return f"{count} images, seed {options.seed}"
+
+
+def _pacing_hint(options: SimulatorOptions) -> str | None:
+    """How to make a sync's own budgets match this server's, when they differ."""
+    if options.rate_per_minute is None and options.rate_per_hour is None:
+        return (
+            "Rate limits are off. A sync still keeps DigitalOcean's budgets; for "
+            "full speed, lift them too: INVENTORY_RATE_LIMIT_PER_MINUTE=off "
+            "INVENTORY_RATE_LIMIT_PER_HOUR=off."
+        )
+    if options.time_scale != 1.0:
+        return (
+            f"Rate windows are shrunk {options.time_scale:g} times; set "
+            f"rate_limit.time_scale = {options.time_scale:g} for a sync to match."
+        )
+    return None
