@@ -6,6 +6,7 @@ token goes only into the Authorization header, and only to the base URL's host.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -276,13 +277,25 @@ def proxy_for(url: str) -> str | None:
 
     Resolved once, with the standard library's reading of those variables:
     aiohttp's trust_env looks them (and ~/.netrc) up again on every request,
-    which tripled the cost of a request here.
+    which tripled the cost of a request here. A loopback host (a local
+    simulator) is never proxied, as Go's net/http, and so godo, does: a proxy
+    cannot reach this machine's own loopback.
     """
     parts = urlsplit(url)
-    proxies = getproxies()
-    if proxy_bypass(parts.hostname or ""):
+    host = parts.hostname or ""
+    if _is_loopback(host) or proxy_bypass(host):
         return None
+    proxies = getproxies()
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def limiter_for(settings: Settings) -> RateLimiter:

@@ -58,6 +58,13 @@ async def _demo(images: int, seed: int) -> int:
     async with simulator.serve(host="127.0.0.1", port=0) as api_url:
         result = await _sync(api_url, url)
     click.echo(result.summary())
+    if result.status != "succeeded":
+        click.echo(
+            "The demo's sync did not succeed, so there is nothing to show; run "
+            "`inventory --log-level INFO demo` to see why.",
+            err=True,
+        )
+        return 1
     store = Store.open(url, read_only=True)
     try:
         columns, rows = await store.execute_read_only(SAMPLE_QUERY)
@@ -69,7 +76,7 @@ async def _demo(images: int, seed: int) -> int:
         f"\nThe copy is in {DEMO_DATABASE.absolute()}. Ask it more, for example:\n"
         f'  inventory query --database {url} "{FURTHER_QUERY}"'
     )
-    return 0 if result.status == "succeeded" else 1
+    return 0
 
 
 async def _sync(api_url: str, database_url: str) -> SyncResult:

@@ -285,9 +285,14 @@ async def test_a_200_that_is_not_json_is_retried_then_reported(
             "http://127.0.0.1:8080",
             None,
         ),
+        # A proxy cannot reach this machine's loopback: a local simulator is
+        # asked directly, NO_PROXY or not.
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8080", None),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://localhost:8080", None),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://[::1]:8080", None),
         (
             {"HTTP_PROXY": "http://proxy:3128"},
-            "http://127.0.0.1:8080",
+            "http://10.0.0.5:8080",
             "http://proxy:3128",
         ),
     ],

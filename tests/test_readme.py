@@ -50,6 +50,8 @@ def test_the_readme_s_query_examples_run_as_written_after_the_demo(
     tmp_path: Path,
 ) -> None:
     env = environment()
+    # A newcomer's proxy must not stand between the demo and its own simulator.
+    env["HTTP_PROXY"] = env["HTTPS_PROXY"] = "http://127.0.0.1:9"
     demo = subprocess.run(
         [sys.executable, "-m", "inventory", "demo"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90,

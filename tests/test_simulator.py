@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from yarl import URL
 
+from inventory.records import parse_timestamp
 from inventory.simulator import Simulator, SimulatorOptions
 from inventory.simulator.budget import RateBudget
 from inventory.simulator.command import _pacing_hint, simulate
@@ -360,6 +361,29 @@ def image_of_type(simulator: Simulator, image_type: str) -> dict[str, Any]:
         and image.get("public") is False
         and image.get("status") == "available"
     )
+
+
+async def test_an_action_completes_at_its_start_plus_its_duration() -> None:
+    """Not whenever the next request happens to come after its deadline."""
+    simulator = Simulator(options(action_duration_s=3600, action_error_share=0.0))
+    image = image_of_type(simulator, "backup")
+    client = await client_for(simulator)
+    try:
+        response = await client.post(
+            f"/v2/images/{image['id']}/actions", json={"type": "convert"}, headers=AUTH
+        )
+        started = (await response.json())["action"]
+    finally:
+        await client.close()
+
+    simulator.account.settle(time.monotonic() + 7200)
+
+    finished = simulator.actions_for(image["id"])[0]
+    assert finished["id"] == started["id"]
+    took = parse_timestamp(finished["completed_at"]) - parse_timestamp(
+        started["started_at"]
+    )
+    assert abs(took.total_seconds() - 3600) <= 1
 
 
 async def test_a_transfer_runs_then_completes_and_adds_the_region() -> None:
@@ -786,6 +810,33 @@ async def test_loaded_data_is_filtered_and_paged_by_the_simulator() -> None:
     ]
     assert tagged["meta"] == {"total": 0}
     assert [image["id"] for image in paged["images"]] == [63663980]
+
+
+def test_a_captured_action_list_says_its_image_when_resource_id_is_null(
+    tmp_path: Path,
+) -> None:
+    """Captures tell their image by their links, else by their path."""
+    images = {"images": [{"id": 5, "name": "a"}, {"id": 6, "name": "b"}]}
+    (tmp_path / "images.json").write_text(json.dumps(images))
+    first = {"id": 3_100_000_001, "status": "completed", "resource_id": None}
+    linked = {
+        "actions": [first],
+        "links": {"pages": {"next": "https://x/v2/images/5/actions?page=2"}},
+    }
+    (tmp_path / "first.json").write_text(json.dumps(linked))
+    (tmp_path / "images" / "6").mkdir(parents=True)
+    second = {"id": 3_100_000_002, "status": "completed", "resource_id": None}
+    (tmp_path / "images" / "6" / "actions.json").write_text(
+        json.dumps({"actions": [second], "links": {}})
+    )
+    orphan = {"id": 3_100_000_003, "status": "completed", "resource_id": None}
+    (tmp_path / "feed.json").write_text(json.dumps({"actions": [orphan]}))
+
+    simulator = Simulator(options(from_dir=tmp_path))
+
+    assert [a["id"] for a in simulator.actions_for(5)] == [3_100_000_001]
+    assert [a["id"] for a in simulator.actions_for(6)] == [3_100_000_002]
+    assert len(simulator.all_actions()) == 3
 
 
 def test_files_of_other_shapes_are_skipped(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inventory.simulator import catalog
@@ -36,10 +36,15 @@ class ActionRejected(Exception):
 
 @dataclass(frozen=True)
 class Pending:
-    """An action started through the API that finishes at a monotonic deadline."""
+    """An action started through the API that finishes at a monotonic deadline.
+
+    `completed_at` is stamped when it starts: its start plus its duration, as
+    DigitalOcean would report it, whenever the next request happens to come.
+    """
 
     deadline: float
     errored: bool
+    completed_at: str
 
 
 @dataclass(frozen=True)
@@ -181,12 +186,12 @@ class Account:
             )
         return image
 
-    def settle(self, now: float, completed_at: str) -> int:
+    def settle(self, now: float) -> int:
         """Finish the API-started actions whose deadline has passed."""
         due = [aid for aid, item in self.pending.items() if item.deadline <= now]
         for action_id in due:
             item = self.pending.pop(action_id)
-            self.finish(action_id, item.errored, completed_at)
+            self.finish(action_id, item.errored, item.completed_at)
         return len(due)
 
     def finish(self, action_id: int, errored: bool, completed_at: str) -> None:
@@ -269,6 +274,8 @@ def _first_region(image: Json) -> str | None:
     return str(regions[0]) if regions else None
 
 
-def now_stamp() -> str:
-    """The wall clock as DigitalOcean writes it: RFC 3339, whole seconds, `Z`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_stamp(after_s: float = 0.0) -> str:
+    """The wall clock, `after_s` from now, as DigitalOcean writes it: RFC 3339,
+    whole seconds, `Z`."""
+    at = datetime.now(UTC) + timedelta(seconds=after_s)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")

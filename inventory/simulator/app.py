@@ -83,7 +83,7 @@ class Api:
 
     def settle(self) -> None:
         """Finish API-started actions whose time has come."""
-        finished = self.account.settle(time.monotonic(), now_stamp())
+        finished = self.account.settle(time.monotonic())
         self.stats.actions_finished += finished
 
     # Middleware: latency, drops, auth, budget, stalls, 5xx, then the route.
@@ -215,9 +215,11 @@ class Api:
             body = await request.json()
         except ValueError:
             return error(422, "unprocessable_entity", "The request body is not JSON.")
+        duration_s = self.options.action_duration_s
         pending = Pending(
-            deadline=time.monotonic() + self.options.action_duration_s,
+            deadline=time.monotonic() + duration_s,
             errored=self._action_rng.random() < self.options.action_error_share,
+            completed_at=now_stamp(duration_s),
         )
         try:
             action = self.account.start_action(image_id, body, now_stamp(), pending)

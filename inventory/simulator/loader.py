@@ -2,14 +2,18 @@
 
 Files holding `images` / `image` give images, deduplicated by id (the last
 copy, in file-name order, wins). Files holding `actions` / `action` give
-actions: an image action joins its image when that image exists, and every
-action joins the account-wide feed. Anything else is skipped.
+actions; every action joins the account-wide feed, and an image action joins
+its image's list when that image exists. Which image's list a capture answered
+is read from its `links` URLs (`/v2/images/{id}/actions?page=2`), else from its
+path (`images/{id}/actions.json`, `image-{id}-actions-1.json`), else from the
+action's `resource_id`, which can be null. Anything else is skipped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +22,11 @@ from inventory.simulator.account import FIRST_ACTION_ID, Account, Json
 
 log = logging.getLogger(__name__)
 
+# `/v2/images/7555620/actions` in a link; `images/7555620/actions` or
+# `image-7555620-actions` in a capture's path.
+IMAGE_ACTIONS_URL = re.compile(r"/v2/images/(\d+)/actions")
+IMAGE_ACTIONS_PATH = re.compile(r"images?[/_-](\d+)[/_-]actions", re.IGNORECASE)
+
 
 def load_account(directory: Path) -> Account:
     """Read every `*.json` file under `directory` into a new account."""
@@ -25,19 +34,26 @@ def load_account(directory: Path) -> Account:
         raise ValueError(f"Simulator data directory {directory} is not a directory.")
     images: dict[int, Json] = {}
     actions: dict[int, Json] = {}
+    listed_under: dict[int, int] = {}  # action id -> the image whose list held it
     for path in sorted(directory.rglob("*.json")):
         payload = _read(path)
         for image in _objects(payload, "images", "image"):
             images[image["id"]] = image
+        owner = _listing_image_id(payload, path.relative_to(directory))
         for action in _objects(payload, "actions", "action"):
             actions[action["id"]] = action
+            if owner is not None:
+                listed_under[action["id"]] = owner
 
     account = Account()
     for image_id in sorted(images):
         account.add_image(images[image_id], image_kind(images[image_id]))
     for action_id in sorted(actions):
         action = actions[action_id]
-        account.add_action(action, _image_id(action, account))
+        owner = listed_under.get(action_id)
+        if owner not in account.images:
+            owner = _image_id(action, account)
+        account.add_action(action, owner)
     account.next_action_id = max(account.next_action_id, FIRST_ACTION_ID)
     log.info(
         "Loaded %d images and %d actions from %s", len(images), len(actions), directory
@@ -77,6 +93,19 @@ def _objects(payload: object, many: str, one: str) -> Iterator[Json]:
 def _has_int_id(item: Json) -> bool:
     value = item.get("id")
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _listing_image_id(payload: object, path: Path) -> int | None:
+    """The image whose action list this capture answered, when it tells."""
+    links = payload.get("links") if isinstance(payload, dict) else None
+    pages = links.get("pages") if isinstance(links, dict) else None
+    if isinstance(pages, dict):
+        for url in pages.values():
+            match = IMAGE_ACTIONS_URL.search(str(url))
+            if match:
+                return int(match.group(1))
+    match = IMAGE_ACTIONS_PATH.search(path.as_posix())
+    return int(match.group(1)) if match else None
 
 
 def _image_id(action: Json, account: Account) -> int | None:
