@@ -9,6 +9,7 @@ period. The sync itself knows nothing of any of this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -221,6 +222,7 @@ class Daemon:
         if self.migrate:
             await self.store.migrate()
         await self._tidy_runs()
+        await self._recall_last_success()
         await self._replan()
         self._schedule()
         self.phase = "running"
@@ -286,32 +288,43 @@ class Daemon:
             self._job = None
 
     async def _sync_once(self) -> None:
-        """One run, its figures counted; nothing but cancellation escapes."""
+        """One run, its figures counted; nothing but cancellation escapes.
+
+        A run is counted once its row is written, so the counters match the
+        `sync_runs` rows; one whose end the store could not take is counted
+        when the next run finds the store answering and closes it.
+        """
         self._run_started = time.monotonic()
         self.metrics.running.set(1)
         try:
-            result = await self._sync()
-        except asyncio.CancelledError:
-            self.metrics.record_lost("interrupted", self._elapsed_s())
-            raise
+            await self._close_unfinished()
+            await self._sync()
         except AuthError as exc:
             logger.error("%s The next run is on schedule.", exc)
-            self.metrics.record_lost("failed", self._elapsed_s())
         except Exception:
             logger.exception("The sync run failed; the next run is on schedule")
-            self.metrics.record_lost("failed", self._elapsed_s())
-        else:
-            self._record(result)
         finally:
             self.metrics.running.set(0)
             self._run_started = None
         await self._after_run()
 
+    async def _close_unfinished(self) -> None:
+        closed = await self.store.close_unfinished_runs(datetime.now(UTC))
+        if closed:
+            logger.warning(
+                "Recorded run(s) %s failed: the store stopped answering before "
+                "their end was written",
+                ", ".join(map(str, closed)),
+            )
+            self.metrics.runs.labels("failed").inc(len(closed))
+
     async def _sync(self) -> SyncResult:
         async with open_client(self.settings, self.limiter) as client:
             self.metrics.api.watch(client)
             try:
-                return await sync_account(client, self.store, self.settings)
+                return await sync_account(
+                    client, self.store, self.settings, on_result=self._record
+                )
             finally:
                 self.metrics.api.unwatch(client)
 
@@ -342,6 +355,14 @@ class Daemon:
         if closed:
             logger.warning("Marked %d run(s) left running by a process gone", closed)
         await self._prune()
+
+    async def _recall_last_success(self) -> None:
+        """A restart keeps the readiness the store vouches for: its copy is as
+        fresh as the last success, whichever process synced it."""
+        last = await self.store.last_success_at(self.settings.account)
+        if last is not None:
+            self.last_success_at = last
+            self.metrics.last_success.set(last.timestamp())
 
     async def _prune(self) -> None:
         days = self.settings.daemon.run_retention_days
@@ -436,6 +457,9 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # the asyncio scheduler shuts down on the loop
         await self.endpoints.stop()
+        with contextlib.suppress(StoreError, SQLAlchemyError, OSError, TimeoutError):
+            async with asyncio.timeout(FINISH_S):
+                await self._close_unfinished()
         await self.store.close()
         self.phase = "stopped"
         logger.info("Daemon stopped")

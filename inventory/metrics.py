@@ -156,11 +156,6 @@ class Metrics:
         if result.status == "succeeded":
             self.last_success.set(ended_at.timestamp())
 
-    def record_lost(self, status: str, duration_s: float) -> None:
-        """Count a run that raised instead of returning its result."""
-        self.runs.labels(status).inc()
-        self.duration.observe(duration_s)
-
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)

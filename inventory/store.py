@@ -115,6 +115,10 @@ class Store:
         self.engine = engine
         self._display_url = display_url
         self.dialect = engine.dialect.name
+        # Runs this store started and has not yet recorded the end of: a run
+        # whose end could not be written (the store stopped answering) is
+        # closed later by `close_unfinished_runs`, by this process only.
+        self.unfinished_runs: set[tuple[str, int]] = set()
         # Built once: assembling an upsert costs more than running a batch.
         self._upsert_images = self._upsert_images_statement()
         self._upsert_actions = self._upsert_actions_statement()
@@ -192,6 +196,7 @@ class Store:
                     **values,
                 )
             )
+        self.unfinished_runs.add((account, run_id))
         return run_id
 
     async def finish_run(
@@ -216,6 +221,32 @@ class Store:
                     **counts.columns(),
                 )
             )
+        self.unfinished_runs.discard((account, run_id))
+
+    async def close_unfinished_runs(self, finished_at: datetime) -> list[int]:
+        """Record as `failed` the runs this store started whose end it could
+        not write; return their ids. Other processes' runs are left alone."""
+        closed = []
+        for account, run_id in sorted(self.unfinished_runs):
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    update(SYNC_RUNS)
+                    .where(
+                        SYNC_RUNS.c.account == account,
+                        SYNC_RUNS.c.id == run_id,
+                        SYNC_RUNS.c.status == "running",
+                    )
+                    .values(
+                        status="failed",
+                        finished_at=finished_at,
+                        error="The store stopped answering before this run's end "
+                        "was recorded.",
+                    )
+                )
+            self.unfinished_runs.discard((account, run_id))
+            if result.rowcount:
+                closed.append(run_id)
+        return closed
 
     async def recent_runs(
         self, account: str | None = None, limit: int = 10
@@ -227,6 +258,14 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [dict(row) for row in rows]
+
+    async def last_success_at(self, account: str) -> datetime | None:
+        """When the account's newest succeeded run ended, if any did."""
+        query = select(func.max(SYNC_RUNS.c.finished_at)).where(
+            SYNC_RUNS.c.account == account, SYNC_RUNS.c.status == "succeeded"
+        )
+        async with self.engine.connect() as conn:
+            return cast(datetime | None, await conn.scalar(query))
 
     async def prune_runs(self, older_than: datetime) -> int:
         """Delete finished runs that started before `older_than`.

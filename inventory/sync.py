@@ -37,6 +37,7 @@ FLUSH_S = 0.5  # longest an action waits in the writer before it is stored
 # a person waiting on `inventory sync` should not take pacing for a hang.
 LONG_RUN_S = 30.0
 PROGRESS_S = 60.0
+DRAIN_S = 10.0  # after its deadline, a run's time to store what it fetched
 
 
 @dataclass
@@ -142,6 +143,8 @@ class SyncRun:
         self._fetches: asyncio.Queue[Image | None] = asyncio.Queue()
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=1000)
         self._pending: list[tuple[int, Action]] = []  # actions awaiting a batch
+        self._pages_listed = 0  # image pages queued for writing
+        self._pages_written = 0
         self._to_fetch = 0  # images queued for their actions
         self._fetched = 0
         self._progress_at = time.monotonic() + PROGRESS_S
@@ -172,13 +175,14 @@ class SyncRun:
         try:
             async for page in self.client.fetch_image_pages(filters):
                 images = self._parse_images(page.items)
-                # A listing that shifts while paged may list an image twice:
-                # store its last copy, fetch its actions once.
-                new = [image for image in images if image.id not in seen]
+                # A listing that shifts while paged may list an image twice, on
+                # one page or on two: store its last copy, fetch its actions once.
+                new = list({i.id: i for i in images if i.id not in seen}.values())
                 seen.update(image.id for image in images)
                 self.counts.images_seen = len(seen)
                 total = page.total if page.total is not None else total
                 await self._writes.put(_Write(images=images))
+                self._pages_listed += 1
                 for image in images_needing_actions(
                     new, self.settings.sync.actions_for
                 ):
@@ -192,7 +196,7 @@ class SyncRun:
             return
         self.listing_complete = self.listing_error is None
         if total is not None and total != len(seen):
-            logger.info(
+            logger.warning(
                 "The listing announced %d images and returned %d distinct ones",
                 total,
                 len(seen),
@@ -297,13 +301,16 @@ class SyncRun:
     async def drain(self) -> None:
         """Write what was fetched but not yet stored, after the run stopped early.
 
-        The listing is incomplete then, so this adds and updates rows only.
+        Deletions follow the listing, not the run: when the listing had
+        completed and every page of it is stored, images gone are marked.
         """
         while not self._writes.empty():
             item = self._writes.get_nowait()
             if item is not _END:
                 await self._take(item)
         await self._flush_actions()
+        if self._pages_written == self._pages_listed:
+            await self._reconcile()
 
     async def _next_write(self, until: float | None) -> _Write | None:
         """The next item to write; None when `until` (loop time) comes first."""
@@ -315,6 +322,7 @@ class SyncRun:
 
     async def _write_images(self, images: list[Image]) -> None:
         counts = await self.store.upsert_images(self.account, images, self.seen_at)
+        self._pages_written += 1
         self.counts.images_added += counts.added
         self.counts.images_updated += counts.updated
 
@@ -381,27 +389,37 @@ async def plan_run(store: Store, settings: Settings) -> Plan:
 
 
 async def sync_account(
-    client: DigitalOceanClient, store: Store, settings: Settings
+    client: DigitalOceanClient,
+    store: Store,
+    settings: Settings,
+    *,
+    on_result: Callable[[SyncResult], None] | None = None,
 ) -> SyncResult:
-    """Run one sync of the configured account and record it in `sync_runs`."""
+    """Run one sync of the configured account and record it in `sync_runs`.
+
+    `on_result` receives the result once it is recorded, also when the run
+    then raises (a rejected token, a cancellation), so callers can count it.
+    """
     started = time.monotonic()
     run = SyncRun(client, store, settings)
     run_id = await store.start_run(run.account, run.seen_at)
-    await _log_plan(store, settings, client)
     deadline_s = settings.sync.deadline_s
     client.limiter.set_deadline(started + deadline_s)
     status, error = "failed", None
     try:
+        # The deadline bounds everything the run waits on: the API, the rate
+        # budgets and the store alike.
         async with asyncio.timeout(deadline_s):
+            await _log_plan(store, settings, client)
             await run.run()
         status, error = run.status(), run.error()
     except DeadlineExceeded as exc:
         status, error = "interrupted", str(exc)
-        await run.drain()
+        await _drain(run)
     except TimeoutError:
         status = "interrupted"
         error = f"The run passed its deadline of {deadline_s:.0f} s and was stopped."
-        await run.drain()
+        await _drain(run)
     except asyncio.CancelledError:
         status, error = "interrupted", "The run was stopped from outside."
         raise
@@ -417,7 +435,23 @@ async def sync_account(
         result = await asyncio.shield(
             _finish(run, run_id, status, error, time.monotonic() - started)
         )
+        if on_result is not None:
+            on_result(result)
     return result
+
+
+async def _drain(run: SyncRun) -> None:
+    """Store what the stopped run fetched, within DRAIN_S: a store that hangs
+    must not hold the run past its deadline for long."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            await run.drain()
+    except TimeoutError:
+        logger.warning(
+            "Could not store within %.0f s what the run fetched before it "
+            "stopped; the next run fetches it again",
+            DRAIN_S,
+        )
 
 
 async def _finish(

@@ -38,7 +38,7 @@ from inventory.errors import ConfigError, StoreError
 from inventory.records import parse_image
 from inventory.simulator import Simulator, SimulatorOptions
 from inventory.store import RunCounts, Store
-from inventory.sync import sync_account
+from inventory.sync import SyncRun
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
 from conftest import create_postgres_database, drop_postgres_database
@@ -615,15 +615,16 @@ async def test_an_unexpected_error_logs_one_traceback_and_the_next_run_happens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls = 0
+    real_run = SyncRun.run
 
-    async def broken_once(*args: Any) -> Any:
+    async def broken_once(self: SyncRun) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug in the sync")
-        return await sync_account(*args)
+        await real_run(self)
 
-    monkeypatch.setattr("inventory.daemon.sync_account", broken_once)
+    monkeypatch.setattr(SyncRun, "run", broken_once)
     sim = simulator()
     async with sim.serve() as base_url:
         settings = settings_for(
@@ -637,7 +638,10 @@ async def test_an_unexpected_error_logs_one_traceback_and_the_next_run_happens(
     assert [record.getMessage() for record in tracebacks] == [
         "The sync run failed; the next run is on schedule"
     ]
-    assert rows == [row for row in rows if row["status"] == "succeeded"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert [row["error"] for row in failed] == ["RuntimeError: a bug in the sync"]
+    assert {row["status"] for row in rows} == {"failed", "succeeded"}
+    # Counted once its row was written, like every run.
     assert value(samples, "inventory_sync_runs_total", status="failed") == 1.0
 
 

@@ -349,3 +349,91 @@ async def test_the_same_image_on_two_pages_is_seen_once_and_stored_last_copy(
     assert (result.counts.images_seen, result.counts.images_added) == (2, 2)
     assert api.count("/v2/images/2/actions?per_page=200") == 1
     assert [r.get("name") for r in (await table(store, ImageRow))] == [None, "renamed"]
+
+
+async def test_a_run_stopped_by_its_deadline_after_a_complete_listing_still_deletes(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    """Deletions follow the listing, not the run's status."""
+    settings = make_settings(api.url, database_url, sync={"deadline_s": 0.5})
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2, 3]))
+    for i in (1, 2, 3):
+        api.get(f"/v2/images/{i}/actions?per_page=200", payload=actions())
+    assert (await sync(settings, store)).status == "succeeded"
+
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=5)
+    result = await sync(settings, store)
+
+    assert result.status == "interrupted"
+    assert result.counts.images_removed == 1
+    deleted = {
+        r["id"]: r["deleted_at"] is not None for r in await table(store, ImageRow)
+    }
+    assert deleted == {1: False, 2: False, 3: True}
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10]
+
+
+async def test_the_same_image_twice_on_one_page_has_its_actions_fetched_once(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    page = images_page([1, 1])
+    page["images"][1]["name"] = "second copy"
+    api.get("/v2/images?per_page=200", payload=page)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10), repeat=True)
+    result = await sync(make_settings(api.url, database_url), store)
+
+    assert result.status == "succeeded"
+    assert (result.counts.images_seen, result.counts.images_added) == (1, 1)
+    assert api.count("/v2/images/1/actions?per_page=200") == 1
+    assert [r["name"] for r in await table(store, ImageRow)] == ["second copy"]
+
+
+async def test_a_listing_that_differs_from_its_announced_total_is_a_warning(
+    api: FakeAPI,
+    store: Store,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    page = images_page([1, 2]) | {"meta": {"total": 3}}
+    api.get("/v2/images?per_page=200", payload=page)
+    for i in (1, 2):
+        api.get(f"/v2/images/{i}/actions?per_page=200", payload=actions())
+    result = await sync(make_settings(api.url, database_url), store)
+
+    assert result.status == "succeeded"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["The listing announced 3 images and returned 2 distinct ones"]
+
+
+async def test_a_store_that_hangs_cannot_hold_a_run_long_past_its_deadline(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL alone: another session locks the actions table for good."""
+    import asyncpg
+
+    import inventory.sync
+
+    from conftest import create_postgres_database, drop_postgres_database
+
+    monkeypatch.setattr(inventory.sync, "DRAIN_S", 0.5)
+    url = await create_postgres_database()
+    store = Store.open(url)
+    locker = None
+    try:
+        await store.migrate()
+        locker = await asyncpg.connect(url)
+        await locker.execute("BEGIN; LOCK TABLE image_actions IN ACCESS EXCLUSIVE MODE")
+        settings = make_settings(api.url, url, sync={"deadline_s": 1.0})
+        api.get("/v2/images?per_page=200", payload=images_page([1]))
+        api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+        result = await sync(settings, store)
+    finally:
+        if locker is not None:
+            await locker.close()
+        await store.close()
+        await drop_postgres_database(url)
+
+    assert result.status == "interrupted"
+    assert "deadline" in (result.error or "")
