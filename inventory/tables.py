@@ -25,8 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# JSONB on PostgreSQL, JSON (text) on SQLite.
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# JSONB on PostgreSQL, JSON (text) on SQLite. A missing value is SQL NULL, not
+# JSON `null`, so `WHERE region IS NULL` finds it.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -75,17 +76,17 @@ class ImageRow(Base):
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     name: Mapped[str | None] = mapped_column(Text)
-    type: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str | None] = mapped_column(Text)
     distribution: Mapped[str | None] = mapped_column(Text)
     slug: Mapped[str | None] = mapped_column(Text)
     public: Mapped[bool | None]
-    regions: Mapped[Any] = mapped_column(JSONType)
+    regions: Mapped[Any] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     min_disk_size: Mapped[int | None] = mapped_column(Integer)
     size_gigabytes: Mapped[float | None] = mapped_column(Float)
     description: Mapped[str | None] = mapped_column(Text)
-    tags: Mapped[Any] = mapped_column(JSONType)
-    status: Mapped[str | None] = mapped_column(String(32))
+    tags: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    status: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     raw: Mapped[Any] = mapped_column(JSONType, nullable=False)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -103,7 +104,7 @@ class ImageRegionRow(Base):
     image_id: Mapped[int] = mapped_column(
         BigInteger, primary_key=True, autoincrement=False
     )
-    region_slug: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region_slug: Mapped[str] = mapped_column(Text, primary_key=True)
 
     __table_args__ = (Index(None, "account", "region_slug"),)
 
@@ -117,13 +118,13 @@ class ImageActionRow(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     image_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    region: Mapped[Any] = mapped_column(JSONType)
-    region_slug: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    region_slug: Mapped[str | None] = mapped_column(Text)
     resource_id: Mapped[int | None] = mapped_column(BigInteger)
-    resource_type: Mapped[str | None] = mapped_column(String(32))
+    resource_type: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str | None] = mapped_column(String(32))
-    type: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str | None] = mapped_column(Text)
     raw: Mapped[Any] = mapped_column(JSONType, nullable=False)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -141,16 +142,16 @@ class SyncRunRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
-    images_seen: Mapped[int] = mapped_column(Integer, default=0)
-    images_added: Mapped[int] = mapped_column(Integer, default=0)
-    images_updated: Mapped[int] = mapped_column(Integer, default=0)
-    images_removed: Mapped[int] = mapped_column(Integer, default=0)
-    actions_seen: Mapped[int] = mapped_column(Integer, default=0)
-    actions_added: Mapped[int] = mapped_column(Integer, default=0)
-    actions_updated: Mapped[int] = mapped_column(Integer, default=0)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    rate_limited: Mapped[int] = mapped_column(Integer, default=0)
-    rate_wait_s: Mapped[float] = mapped_column(Float, default=0.0)
+    images_seen: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    images_added: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    images_updated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    images_removed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    actions_seen: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    actions_added: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    actions_updated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rate_limited: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rate_wait_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index(None, "account", "started_at"),)

@@ -203,6 +203,50 @@ async def test_null_and_absent_action_fields_are_stored_as_null(store: Store) ->
         (None, None, None),
         ({}, "string", datetime(2020, 11, 14, 16, 30, 6, tzinfo=UTC)),
     ]
+    # SQL NULL, not JSON `null`: plain SQL finds the missing values.
+    async with store.engine.connect() as conn:
+        missing = await conn.scalar(
+            text("SELECT count(*) FROM image_actions WHERE region IS NULL")
+        )
+    assert missing == 1
+
+
+async def test_missing_image_tags_are_sql_null(store: Store) -> None:
+    await store.upsert_images("default", [parse_image({"id": 1})], T0)
+    async with store.engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT count(*) FROM images WHERE tags IS NULL")
+        )
+    assert found == 1
+
+
+async def test_long_api_strings_are_stored_whole(store: Store) -> None:
+    """DigitalOcean's enums trail reality: no length limits on its strings."""
+    long = "x" * 300
+    fields = {"type": long, "status": long, "regions": [long]}
+    await store.upsert_images("default", [image(1, **fields)], T0)
+    action = {"id": 2, "status": long, "type": long, "resource_type": long}
+    await store.upsert_actions(
+        "default", [(1, parse_action(action | {"region_slug": long}))], T0
+    )
+    [stored] = await rows(store, ImageActionRow.__table__)
+    assert (stored["status"], stored["type"], stored["region_slug"]) == (long,) * 3
+
+
+async def test_the_migrations_build_exactly_the_tables_the_models_describe(
+    store: Store,
+) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from inventory.tables import Base
+
+    def differences(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
 
 
 async def test_a_run_is_recorded_from_start_to_finish(store: Store) -> None:
