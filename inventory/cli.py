@@ -96,6 +96,8 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
             fail(str(exc), EXIT_RUN_FAILED)
         except SQLAlchemyError as exc:
             fail(f"the store failed: {_with_hint(one_line(exc))}", EXIT_RUN_FAILED)
+        except OSError as exc:  # asyncpg's refused connection, unwrapped
+            fail(f"the store failed: {one_line(exc)}", EXIT_RUN_FAILED)
         sys.exit(code)
 
     return wrapper

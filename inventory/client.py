@@ -244,7 +244,12 @@ class DigitalOceanClient:
         query = dict(parse_qsl(parts.query))
         for key, value in params.items():
             query.setdefault(key, value)
-        return f"{self._api.url}{parts.path}?{urlencode(query)}"
+        # A base URL with a path (a proxy's /do) is in the link's path already.
+        path = parts.path
+        base_path = urlsplit(self._api.url).path.rstrip("/")
+        if base_path and path.startswith(base_path + "/"):
+            path = path[len(base_path) :]
+        return f"{self._api.url}{path}?{urlencode(query)}"
 
 
 @asynccontextmanager

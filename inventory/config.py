@@ -155,9 +155,12 @@ class Settings(_Section):
     def token(self) -> str:
         """The API token, read from the setting or its file; ConfigError if none."""
         if self.api.token is not None and self.api.token.get_secret_value():
-            return self.api.token.get_secret_value().strip()
+            return _checked_token(
+                self.api.token.get_secret_value().strip(), "api.token"
+            )
         if self.api.token_file is not None:
-            return _read_token_file(self.api.token_file)
+            token = _read_token_file(self.api.token_file)
+            return _checked_token(token, "api.token_file")
         raise ConfigError(
             "No DigitalOcean token: set DIGITALOCEAN_TOKEN, or DIGITALOCEAN_TOKEN_FILE "
             "to a file holding it (a read-only token with the image:read scope)."
@@ -166,6 +169,19 @@ class Settings(_Section):
     def database_url(self) -> URL:
         """The store's URL, with an async driver chosen for the user."""
         return database_url(self.store.url)
+
+
+def _checked_token(token: str, key: str) -> str:
+    """A token fit for an HTTP header: no spaces nor control characters inside.
+
+    The message never shows the token, nor the offending character's place.
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ConfigError(
+            f"{key}: the DigitalOcean token holds a space, line break or control "
+            "character; copy it again."
+        )
+    return token
 
 
 def load_settings(

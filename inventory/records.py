@@ -110,7 +110,11 @@ def parse_timestamp(value: object) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):  # far out of range, or NaN
+            logger.warning("Kept an unreadable timestamp %r only in raw", value)
+            return None
     if not isinstance(value, str):
         return None
     try:

@@ -133,6 +133,20 @@ async def test_a_next_link_to_another_host_is_fetched_from_ours(
     assert await listed(client) == [1, 2]
 
 
+async def test_a_base_url_with_a_path_keeps_it_once_in_next_links(
+    api: FakeAPI,
+) -> None:
+    """A gateway at /do: the link already carries /do, it must not double."""
+    settings = make_settings(f"{api.url}/do")
+    api.get(
+        "/do/v2/images?per_page=200",
+        payload=page([1], {"pages": {"next": f"{api.url}/do/v2/images?page=2"}}),
+    )
+    api.get("/do/v2/images?page=2&per_page=200", payload=page([2]))
+    async with open_client(settings) as client:
+        assert await listed(client) == [1, 2]
+
+
 async def test_the_token_is_sent_as_a_bearer_header(
     client: DigitalOceanClient, api: FakeAPI
 ) -> None:

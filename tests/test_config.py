@@ -67,6 +67,21 @@ def test_the_token_comes_from_a_file_for_container_secrets(tmp_path: Path) -> No
     assert settings.token() == TOKEN
 
 
+@pytest.mark.parametrize("bad", [TOKEN[:10] + "\n" + TOKEN[10:], TOKEN + " x"])
+def test_a_token_unfit_for_a_header_is_one_line_without_the_token(
+    tmp_path: Path, bad: str
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(bad)
+    for environ in (
+        {"DIGITALOCEAN_TOKEN": bad},
+        {"DIGITALOCEAN_TOKEN_FILE": str(secret)},
+    ):
+        with pytest.raises(ConfigError, match="line break") as raised:
+            load_settings(environ=environ, use_file=False).token()
+        assert TOKEN[:10] not in str(raised.value)
+
+
 def test_a_missing_token_says_how_to_give_one() -> None:
     with pytest.raises(ConfigError, match="DIGITALOCEAN_TOKEN"):
         load_settings(environ={}).token()

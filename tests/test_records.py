@@ -139,6 +139,8 @@ def test_an_integral_float_id_is_an_integer_and_a_boolean_is_not() -> None:
         (None, None),
         ("", None),
         ("yesterday", None),
+        (10**20, None),
+        (float("nan"), None),
     ],
 )
 def test_timestamps_parse_with_fractions_z_offsets_or_unix_seconds(
