@@ -56,6 +56,16 @@ ACCOUNT_PARAM = "resource_account"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 QUOTED_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 INTEGER = re.compile(r"-?[0-9]+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The first word of a statement, past comments and opening parentheses.
+FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
+NOT_READ_WORDS = frozenset(
+    """ABORT ALTER ANALYZE ANALYSE ATTACH BEGIN CALL CHECKPOINT CLUSTER COMMENT
+    COMMIT COPY CREATE DEALLOCATE DELETE DETACH DISCARD DO DROP END EXECUTE GRANT
+    IMPORT INSERT LISTEN LOAD LOCK MERGE NOTIFY PRAGMA PREPARE REASSIGN REFRESH
+    REINDEX RELEASE REPLACE RESET REVOKE ROLLBACK SAVEPOINT SECURITY SET START
+    TRUNCATE UNLISTEN UPDATE UPSERT VACUUM""".split()
+)
 DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
 # SQLAlchemy's text() reads `:name` as a bound parameter wherever it appears,
 # string literals included; this is its pattern, to escape the user's own.
@@ -123,8 +133,9 @@ def prepare(
     try:
         tokens = _statement_tokens(sqlglot_dialect, source)
     except TokenError:
+        _refuse_unless_a_read(source)
         return Prepared(_escape(source, set()), {})
-    edits, names = _placeholder_edits(source, tokens)
+    edits, names, quoted = _placeholder_edits(source, tokens)
     _check_variables(names, variables)
     filled = _apply(source, edits)
     params = {VAR_PREFIX + name: variables[name] for name in names}
@@ -133,14 +144,15 @@ def prepare(
         tokens = _trim(_statement_tokens(sqlglot_dialect, filled))
         statement = _parse_one(sqlglot_dialect, tokens, filled)
     except (TokenError, ParseError):
-        return _prepared(filled, _bind(params, {}, dialect))
+        _refuse_unless_a_read(filled)
+        return _prepared(filled, _bind(params, {}, dialect, quoted))
     _refuse_writes(statement)
 
     edits = _resource_edits(statement, filled, dialect)
     if any(edit.text.startswith("(") for edit in edits):
         params[ACCOUNT_PARAM] = account
     sql = _apply(filled[: tokens[-1].end + 1], edits)
-    return _prepared(sql, _bind(params, _contexts(statement), dialect))
+    return _prepared(sql, _bind(params, _contexts(statement), dialect, quoted))
 
 
 def _prepared(sql: str, params: dict[str, Any]) -> Prepared:
@@ -160,10 +172,14 @@ def parse_variables(pairs: Sequence[str]) -> dict[str, str]:
 
 def _placeholder_edits(
     source: str, tokens: Sequence[Token]
-) -> tuple[list[Edit], list[str]]:
-    """Each `{{ name }}` or `'{{ name }}'` becomes `:var_name`; the names, once."""
+) -> tuple[list[Edit], list[str], set[str]]:
+    """Each `{{ name }}` or `'{{ name }}'` becomes `:var_name`.
+
+    Returns the edits, the names (once each) and those only ever quoted.
+    """
     edits: list[Edit] = []
     names: list[str] = []
+    bare: set[str] = set()
     index = 0
     while index < len(tokens):
         found = _placeholder_at(source, tokens, index)
@@ -174,8 +190,10 @@ def _placeholder_edits(
         start, end = tokens[index].start, tokens[index + width - 1].end + 1
         edits.append(Edit(start, end, _parameter(source, start, end, name)))
         names.append(name)
+        if width > 1:
+            bare.add(name)
         index += width
-    return edits, list(dict.fromkeys(names))
+    return edits, list(dict.fromkeys(names)), set(names) - bare
 
 
 def _placeholder_at(
@@ -300,6 +318,22 @@ def _refuse_writes(statement: exp.Expr) -> None:
             _refuse(node)
 
 
+def _refuse_unless_a_read(sql: str) -> None:
+    """Text the parser cannot read is refused when it starts as no read does.
+
+    The read-only connection guards it too; this keeps `START TRANSACTION
+    READ WRITE` and the like from reaching it at all, while a misspelt
+    `SELEC` still gets the database's own message.
+    """
+    match = FIRST_WORD.match(sql)
+    word = match.group(1).upper() if match else ""
+    if word in NOT_READ_WORDS:
+        raise QueryError(
+            f"Refused {word or 'this statement'}: inventory query only reads "
+            "(SELECT, WITH, VALUES, EXPLAIN); nothing was run."
+        )
+
+
 def _refuse(node: exp.Expr) -> NoReturn:
     if isinstance(node, exp.Command):
         kind = str(node.this).upper()
@@ -415,23 +449,32 @@ def _context(node: exp.Expr) -> str | None:
 
 
 def _bind(
-    params: dict[str, Any], contexts: Mapping[str, str], dialect: str
+    params: dict[str, Any],
+    contexts: Mapping[str, str],
+    dialect: str,
+    quoted: set[str],
 ) -> dict[str, Any]:
     """Each --var value typed for the store column it is compared with.
 
-    A value compared with no store column binds as a number when it reads as
-    one, else as text.
+    A value compared with no store column binds as written: text when quoted
+    (`'{{ name }}'`), else a number when it reads as one.
     """
     bound = dict(params)
     for name, value in params.items():
-        if name.startswith(VAR_PREFIX):
-            bound[name] = _typed(value, contexts.get(name), dialect)
+        if not name.startswith(VAR_PREFIX):
+            continue
+        kind = contexts.get(name)
+        if kind is None and name.removeprefix(VAR_PREFIX) in quoted:
+            kind = "text"
+        bound[name] = _typed(value, kind, dialect)
     return bound
 
 
 def _typed(value: str, kind: str | None, dialect: str) -> Any:
     if kind in (None, "integer") and INTEGER.fullmatch(value):
-        return int(value)
+        number = int(value)
+        # Beyond 64 bits no column holds it: compared as text, it matches nothing.
+        return number if INT64_MIN <= number <= INT64_MAX else value
     if kind is None and DECIMAL.fullmatch(value):
         return float(value)
     if kind == "float":
@@ -469,7 +512,7 @@ async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]
         await _require_schema(store)
         try:
             columns, rows = await store.execute_read_only(prepared.sql, prepared.params)
-        except (OSError, SQLAlchemyError) as exc:
+        except (OSError, SQLAlchemyError, OverflowError, ValueError) as exc:
             raise QueryError(one_line(exc)) from exc
     finally:
         await store.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 from alembic.config import Config
 from sqlalchemy import (
@@ -543,7 +544,9 @@ def _read_only_sqlite(url: URL) -> URL:
     path = url.database or ""
     if not path or path == ":memory:":
         return url
-    return url.set(database=f"file:{Path(path).absolute()}?mode=ro").update_query_dict(
+    # Percent-encoded: a `#` or `?` in a folder's name would end the file name.
+    location = quote(str(Path(path).absolute()))
+    return url.set(database=f"file:{location}?mode=ro").update_query_dict(
         {"uri": "true"}
     )
 

@@ -274,6 +274,26 @@ def test_an_integer_value_compared_with_text_binds_as_text(seeded: str) -> None:
     assert rows_of(seeded, sql, "--var", "name=1001") == []
 
 
+def test_a_quoted_value_compared_with_no_column_binds_as_text(seeded: str) -> None:
+    """As written: '{{ n }}' is text, on PostgreSQL too, and keeps its zeros."""
+    sql = (
+        "SELECT '{{ n }}' AS n, id FROM images "
+        "WHERE lower(name) <> '{{ n }}' AND id = {{ id }}"
+    )
+
+    assert rows_of(seeded, sql, "--var", "n=007", "--var", "id=1001") == [
+        {"n": "007", "id": 1001}
+    ]
+
+
+def test_an_integer_beyond_64_bits_is_one_line_not_a_traceback(seeded: str) -> None:
+    sql = "SELECT id FROM images WHERE name = {{ v }}"
+    result = run(seeded, sql, "--var", "v=99999999999999999999")
+
+    assert result.exit_code == 0, result.stderr
+    assert "(0 rows)" in result.stdout
+
+
 def test_a_timestamp_value_binds_as_a_timestamp(seeded: str) -> None:
     sql = (
         "SELECT id FROM image_actions WHERE started_at > '{{ since }}' "
@@ -352,6 +372,9 @@ WRITES = [
     ("EXPLAIN ANALYZE DELETE FROM images", "DELETE"),
     ("SELECT * INTO stolen FROM images", "SELECT INTO"),
     ("VACUUM", "VACUUM"),
+    # Past the parser: refused by their first word.
+    ("START TRANSACTION READ WRITE", "START"),
+    ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "START"),
 ]
 
 
@@ -584,3 +607,17 @@ JSONL = """\
 {"id": 7555620, "name": "Nifty New Snapshot", "public": false, "regions": ["nyc2", "nyc3"], "created_at": "2014-11-04T22:23:02+00:00", "size_gigabytes": 2.34, "description": "", "slug": null}
 {"id": 7555621, "name": "Another Snapshot", "public": false, "regions": ["nyc2"], "created_at": "2014-11-04T22:23:02+00:00", "size_gigabytes": 2.34, "description": "", "slug": null}
 """  # noqa: E501
+
+
+def test_a_sqlite_store_in_a_folder_with_a_hash_opens_read_only(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "a#b"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'store.db'}"
+    on_store(url, lambda store: store.migrate())
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    assert rows_of(url, "SELECT count(*) AS n FROM images") == [{"n": 0}]
+    assert run(url, "DELETE FROM images").exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
