@@ -7,21 +7,22 @@ usage or configuration, including a token DigitalOcean rejects.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from inventory import __version__, logs
-from inventory.client import open_client
 from inventory.config import Settings, load_settings
-from inventory.errors import AuthError, ConfigError, InventoryError
-from inventory.store import Store, one_line
-from inventory.sync import SyncResult, sync_account
+from inventory.errors import AuthError, ConfigError, InventoryError, one_line
+
+if TYPE_CHECKING:
+    from inventory.sync import SyncResult
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -127,7 +128,32 @@ def _with_hint(message: str) -> str:
     return message
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyCommands(click.Group):
+    """Commands from their own modules, imported only when asked for: a query
+    should not pay for the daemon, the simulator and the HTTP client."""
+
+    lazy = {
+        "demo": ("inventory.demo", "demo"),
+        "query": ("inventory.query", "query"),
+        "run": ("inventory.daemon", "run_command"),
+        "simulate": ("inventory.simulator.command", "simulate"),
+        "status": ("inventory.status", "status_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attribute = self.lazy[name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(
+    cls=_LazyCommands, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, "--version", prog_name="inventory")
 @click.option(
     "--config",
@@ -159,6 +185,11 @@ def sync(ctx: click.Context, database: str | None, no_migrate: bool) -> None:
 
 
 async def _sync(settings: Settings, *, migrate: bool) -> int:
+    # Imported here: `inventory query` and `status` need no HTTP client.
+    from inventory.client import open_client
+    from inventory.store import Store
+    from inventory.sync import sync_account
+
     settings.token()  # fail before touching the store when there is none
     store = Store.open(settings.database_url())
     try:
@@ -186,6 +217,8 @@ def migrate(ctx: click.Context, database: str | None) -> None:
 
 
 async def _migrate(settings: Settings) -> int:
+    from inventory.store import Store
+
     store = Store.open(settings.database_url())
     try:
         await store.migrate()
@@ -196,24 +229,6 @@ async def _migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules."""
-    from inventory.demo import demo
-    from inventory.query import query
-    from inventory.simulator.command import simulate
-
-    cli.add_command(demo)
-    cli.add_command(query)
-    cli.add_command(simulate)
-    from inventory.daemon import run_command
-
-    cli.add_command(run_command, "run")
-    from inventory.status import status_command
-
-    cli.add_command(status_command, "status")
-
-
 def main() -> None:
     """The console script's entry point."""
-    _register_optional_commands()
     cli(prog_name="inventory")

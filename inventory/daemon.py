@@ -32,10 +32,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inventory.client import limiter_for, open_client
 from inventory.config import Settings
-from inventory.errors import AuthError, ConfigError, StoreError
+from inventory.errors import AuthError, ConfigError, StoreError, one_line
 from inventory.metrics import Metrics
 from inventory.ratelimit import Budget
-from inventory.store import Store, one_line
+from inventory.store import Store
 from inventory.sync import SyncResult, plan_run, sync_account
 from inventory.web import Check, Endpoints
 

@@ -47,3 +47,12 @@ class QueryError(InventoryError):
 
 class StoreError(InventoryError):
     """The store could not be reached or migrated."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The database's own message, on one line, without SQLAlchemy's boilerplate."""
+    original = getattr(exc, "orig", None)  # a DBAPIError wraps the driver's
+    if isinstance(original, BaseException):
+        exc = original
+    message = " ".join(str(exc).split())
+    return message.split(" [SQL:")[0].split(" (Background on this error")[0]

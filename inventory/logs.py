@@ -84,5 +84,5 @@ def configure(
             )
         )
     # Quieter libraries: their INFO lines are per request or per migration step.
-    for name in ("aiohttp.access", "alembic.runtime.migration"):
+    for name in ("aiohttp.access", "alembic"):
         logging.getLogger(name).setLevel(max(logging.WARNING, threshold))

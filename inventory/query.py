@@ -26,9 +26,9 @@ from sqlglot import Token, TokenType, exp
 from sqlglot.errors import ParseError, TokenError
 
 from inventory.config import Settings
-from inventory.errors import QueryError
+from inventory.errors import QueryError, one_line
 from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
-from inventory.store import Store, one_line
+from inventory.store import Store
 from inventory.tables import ImageActionRow, ImageRow
 
 # StackQL's names for DigitalOcean's resources, and the relation answering each:

@@ -21,8 +21,8 @@ from tabulate import tabulate
 from inventory.client import limiter_for
 from inventory.config import Settings, load_settings
 from inventory.daemon import estimate_run_s, readiness_age_s
-from inventory.errors import InventoryError, StoreError
-from inventory.store import Store, one_line
+from inventory.errors import InventoryError, StoreError, one_line
+from inventory.store import Store
 
 EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 JUDGED_RUNS = 20  # enough to find the last complete run's duration

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from alembic.config import Config
 from sqlalchemy import (
     Connection,
     Table,
@@ -32,12 +31,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from alembic import command
 from inventory.config import database_url
-from inventory.errors import StoreError
+from inventory.errors import StoreError, one_line
 from inventory.records import Action, Image
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow, SyncRunRow
 
@@ -522,7 +520,10 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
         yield items[start : start + size]
 
 
-def _alembic_config(connection: Connection) -> Config:
+def _alembic_config(connection: Connection) -> Any:
+    # Imported here: alembic costs a tenth of a second that only migrating needs.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_path()))
     config.attributes["connection"] = connection
@@ -530,6 +531,8 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     command.upgrade(_alembic_config(connection), "head")
 
 
@@ -564,11 +567,3 @@ def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
         cursor.close()
 
     return on_connect
-
-
-def one_line(exc: BaseException) -> str:
-    """The database's own message, on one line, without SQLAlchemy's boilerplate."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    message = " ".join(str(exc).split())
-    return message.split(" [SQL:")[0].split(" (Background on this error")[0]

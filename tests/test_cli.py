@@ -159,9 +159,18 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
     tmp_path: Path,
 ) -> None:
-    options = SimulatorOptions(images=300, seed=3, latency_s=0.05)
+    # Long enough (about 6 s) to be still running when the signal comes.
+    options = SimulatorOptions(
+        images=1000, seed=3, latency_s=0.05, rate_per_minute=None, rate_per_hour=None
+    )
     async with Simulator(options).serve(host="127.0.0.1", port=0) as url:
-        env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": url}
+        env = {
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "DIGITALOCEAN_API_URL": url,
+            # The simulator has no limits here: no notice of a paced run.
+            "INVENTORY_RATE_LIMIT_PER_MINUTE": "off",
+            "INVENTORY_RATE_LIMIT_PER_HOUR": "off",
+        }
         base = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "inventory", "sync",
