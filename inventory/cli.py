@@ -128,6 +128,12 @@ def _with_hint(message: str) -> str:
     return message
 
 
+class HealthCheckUsageError(click.UsageError):
+    """Bad usage of `inventory status`, which exits 1: Docker reserves 2."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
 class _LazyCommands(click.Group):
     """Commands from their own modules, imported only when asked for: a query
     should not pay for the daemon, the simulator and the HTTP client."""
@@ -139,6 +145,16 @@ class _LazyCommands(click.Group):
         "simulate": ("inventory.simulator.command", "simulate"),
         "status": ("inventory.status", "status_command"),
     }
+
+    def make_context(
+        self, info_name: str | None, args: list[str], *rest: Any, **kwargs: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, *rest, **kwargs)
+        except click.UsageError as exc:
+            if "status" in args:  # a health check: Docker reserves exit code 2
+                raise HealthCheckUsageError(exc.message, exc.ctx) from None
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

@@ -138,7 +138,19 @@ def _iso(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-@click.command("status")
+class NeverTwo(click.Command):
+    """Docker reserves a health check's exit code 2: a usage error exits 1."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            from inventory.cli import HealthCheckUsageError
+
+            raise HealthCheckUsageError(exc.message, exc.ctx) from None
+
+
+@click.command("status", cls=NeverTwo)
 @click.option(
     "--database",
     metavar="URL",

@@ -210,3 +210,21 @@ def test_a_bad_setting_exits_1_not_2_so_docker_reads_it_as_unhealthy(
 
     assert result.exit_code == 1
     assert "only sqlite:/// and postgresql:// are supported" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--limit", "0"],
+        ["status", "extra-argument"],
+        ["--log-level", "LOUD", "status"],
+    ],
+)
+def test_bad_usage_of_status_exits_1_not_2(args: list[str]) -> None:
+    """Docker reserves a health check's exit code 2."""
+    from inventory.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.output
