@@ -26,7 +26,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from inventory import __version__
+from inventory import __version__, logs
 from inventory.config import Settings
 from inventory.errors import (
     APIError,
@@ -262,8 +262,10 @@ async def open_client(
         connect=settings.api.connect_timeout_s,
         sock_read=settings.api.read_timeout_s,
     )
+    token = settings.token()  # read anew each run: a token file may rotate
+    logs.keep_secret(token)
     headers = {
-        "Authorization": f"Bearer {settings.token()}",
+        "Authorization": f"Bearer {token}",
         "Accept": "application/json",
         "User-Agent": f"inventory/{__version__}",
     }

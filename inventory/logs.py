@@ -20,25 +20,39 @@ JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 NOTICE = {"notice": True}
 
 
+# Secrets learnt after set-up (a token file rotated under a running daemon).
+_learnt: set[str] = set()
+
+
+def keep_secret(secret: str) -> None:
+    """Redact `secret` from every log line from now on."""
+    _learnt.add(secret)
+
+
 class RedactSecrets(logging.Filter):
     """Replace each secret in a record's message and arguments with `***`."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
+        self._given = list(secrets)
+
+    @property
+    def secrets(self) -> list[str]:
         # Shorter values are no real secret, and replacing them mangles text.
-        self.secrets = [secret for secret in secrets if len(secret) >= 8]
+        return [s for s in {*self._given, *_learnt} if len(s) >= 8]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        secrets = self.secrets
+        if not secrets:
             return True
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
+        if any(secret in message for secret in secrets):
+            for secret in secrets:
                 message = message.replace(secret, "***")
             record.msg, record.args = message, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if any(secret in text for secret in self.secrets):
+            if any(secret in text for secret in secrets):
                 record.exc_info, record.exc_text = None, None
                 record.msg = f"{record.msg} (traceback withheld: it held a secret)"
         return True

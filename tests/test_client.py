@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,3 +321,25 @@ def test_the_proxy_comes_from_the_usual_environment_variables(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert proxy_for(url) == expected
+
+
+async def test_a_token_read_when_a_run_opens_its_client_is_redacted_from_logs(
+    api: FakeAPI, tmp_path: Path
+) -> None:
+    """A token file rotated under a running daemon: the new token is a secret too."""
+    import logging
+
+    from inventory.logs import RedactSecrets
+
+    redact = RedactSecrets([])  # set up before the token was known
+    rotated = "dop_v1_" + "0a1b2c" * 10
+    (tmp_path / "token").write_text(rotated)
+    token_file = str(tmp_path / "token")
+    settings = make_settings(api.url, api={"token": None, "token_file": token_file})
+    async with open_client(settings):
+        pass
+    record = logging.LogRecord("x", logging.WARNING, "", 0, "sent %s", (rotated,), None)
+
+    redact.filter(record)
+
+    assert record.getMessage() == "sent ***"
