@@ -8,6 +8,7 @@ allow for that many requests (`Budget.duration_s`) and their ratio.
     python bench/ratelimit.py            # 2,000 images at x10, 6,000 at x60
     python bench/ratelimit.py --quick    # small variants, a few seconds each
     python bench/ratelimit.py --simulator process   # serve from a subprocess
+    python bench/ratelimit.py --latency 0.05        # every answer 50 ms late
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ QUICK = [
 ]
 
 
-async def run(scenario: Scenario, simulator: str, directory: Path) -> Outcome:
+async def run(
+    scenario: Scenario, simulator: str, directory: Path, latency_s: float = 0.0
+) -> Outcome:
     """Serve the scenario's account, sync it once, and measure."""
     options = SimulatorOptions(
+        latency_s=latency_s,
         images=scenario.images,
         seed=1,
         private_share=1.0,
@@ -233,6 +237,7 @@ async def main(arguments: argparse.Namespace) -> int:
     scenarios = QUICK if arguments.quick else FULL
     per_call_us = await time_acquire()
     print(f"acquire() with 5,000 requests in the hour window: {per_call_us:.1f} µs")
+    print(f"simulator latency: {arguments.latency:g} s per answer")
     print(
         f"{'scenario':<40} {'status':<10} {'requests':>8} {'429s':>4} "
         f"{'server':>6} {'wall_s':>8} {'waited':>8} {'bound_s':>8} {'ratio':>6}"
@@ -240,7 +245,9 @@ async def main(arguments: argparse.Namespace) -> int:
     failed = False
     with tempfile.TemporaryDirectory() as directory:
         for scenario in scenarios:
-            outcome = await run(scenario, arguments.simulator, Path(directory))
+            outcome = await run(
+                scenario, arguments.simulator, Path(directory), arguments.latency
+            )
             report(outcome)
             failed |= outcome.rate_limited > 0 or outcome.ratio > 1.1
             failed |= outcome.status != "succeeded"
@@ -255,6 +262,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["inline", "process"],
         default="inline",
         help="serve the simulator in this process or in a subprocess",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds the simulator adds to every answer (default 0)",
     )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)

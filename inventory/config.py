@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "INVENTORY_LOG_LEVEL": ("log", "level"),
     "INVENTORY_RATE_LIMIT_PER_MINUTE": ("rate_limit", "per_minute"),
     "INVENTORY_RATE_LIMIT_PER_HOUR": ("rate_limit", "per_hour"),
+    "INVENTORY_RATE_LIMIT_TIME_SCALE": ("rate_limit", "time_scale"),
 }
 
 

@@ -1079,7 +1079,7 @@ def test_the_command_serves_until_interrupted(
             SimulatorOptions(rate_per_minute=None, rate_per_hour=None),
             "INVENTORY_RATE_LIMIT_PER_MINUTE=off INVENTORY_RATE_LIMIT_PER_HOUR=off",
         ),
-        (SimulatorOptions(time_scale=60), "rate_limit.time_scale = 60 "),
+        (SimulatorOptions(time_scale=60), "INVENTORY_RATE_LIMIT_TIME_SCALE=60 "),
     ],
 )
 def test_the_command_says_how_a_sync_matches_its_budgets(

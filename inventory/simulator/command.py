@@ -202,6 +202,7 @@ def _pacing_hint(options: SimulatorOptions) -> str | None:
     if options.time_scale != 1.0:
         return (
             f"Rate windows are shrunk {options.time_scale:g} times; set "
-            f"rate_limit.time_scale = {options.time_scale:g} for a sync to match."
+            f"INVENTORY_RATE_LIMIT_TIME_SCALE={options.time_scale:g} (or "
+            f"rate_limit.time_scale) for a sync to match."
         )
     return None
