@@ -211,7 +211,10 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
     try:
         if migrate:
             await store.migrate()
-        async with open_client(settings) as client:
+        async with (
+            store.account_lock(settings.account),
+            open_client(settings) as client,
+        ):
             result = await sync_account(client, store, settings)
     finally:
         await store.close()

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inventory.client import limiter_for, open_client
 from inventory.config import Settings
-from inventory.errors import AuthError, ConfigError, StoreError, one_line
+from inventory.errors import AccountBusy, AuthError, ConfigError, StoreError, one_line
 from inventory.metrics import Metrics
 from inventory.ratelimit import Budget
 from inventory.store import Store
@@ -46,6 +46,7 @@ STORE_PING_S = 3.0  # how long /readyz waits for the store's answer
 STORE_RETRY_MAX_S = 5.0
 FINISH_S = 10.0  # for a cancelled run to record itself `interrupted`
 OVERDUE_S = 60.0  # a run this long past its deadline means the deadline failed
+LOCK_RETRY_S = 5.0  # how often a daemon waiting for the account lock asks again
 CRON_SAMPLES = 24  # triggers looked at to learn a cron schedule's gaps
 
 
@@ -213,6 +214,7 @@ class Daemon:
         self._run_started: float | None = None
         self._job: asyncio.Task[Any] | None = None
         self._hurry = asyncio.Event()
+        self._held = contextlib.AsyncExitStack()  # the account's sync lock
 
     async def start(self) -> None:
         """Serve the endpoints, wait for and migrate the store, schedule runs."""
@@ -221,6 +223,7 @@ class Daemon:
         await wait_for_store(self.store, daemon.store_wait_s)
         if self.migrate:
             await self.store.migrate()
+        await self._take_account_lock()
         await self._tidy_runs()
         await self._recall_last_success()
         await self._replan()
@@ -233,6 +236,24 @@ class Daemon:
             self.describe_schedule(),
             readiness_age_s(self.settings, self.expected_run_s),
         )
+
+    async def _take_account_lock(self) -> None:
+        """Wait for the account's sync lock: one daemon per account and store.
+
+        A rolling update starts the new daemon beside the old one; it waits,
+        alive but not ready, until the old one stops.
+        """
+        while True:
+            try:
+                lock = self.store.account_lock(self.settings.account)
+                await self._held.enter_async_context(lock)
+                break
+            except AccountBusy as exc:
+                if self.phase != "waiting for another daemon":
+                    logger.warning("%s Waiting for it to stop.", exc)
+                    self.phase = "waiting for another daemon"
+            await asyncio.sleep(LOCK_RETRY_S)
+        self.phase = "starting"
 
     def describe_schedule(self) -> str:
         """The schedule in words, for the start-up line."""
@@ -460,6 +481,9 @@ class Daemon:
         with contextlib.suppress(StoreError, SQLAlchemyError, OSError, TimeoutError):
             async with asyncio.timeout(FINISH_S):
                 await self._close_unfinished()
+        with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
+            async with asyncio.timeout(FINISH_S):
+                await self._held.aclose()
         await self.store.close()
         self.phase = "stopped"
         logger.info("Daemon stopped")

@@ -49,6 +49,10 @@ class StoreError(InventoryError):
     """The store could not be reached or migrated."""
 
 
+class AccountBusy(StoreError):
+    """Another process is syncing the same account into the same store."""
+
+
 def one_line(exc: BaseException) -> str:
     """The database's own message, on one line, without SQLAlchemy's boilerplate."""
     original = getattr(exc, "orig", None)  # a DBAPIError wraps the driver's

@@ -7,9 +7,13 @@ nothing half-written; the schema comes only from the alembic migrations.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from inventory.config import database_url
-from inventory.errors import StoreError, one_line
+from inventory.errors import AccountBusy, StoreError, one_line
 from inventory.records import Action, Image
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow, SyncRunRow
 
@@ -173,6 +177,55 @@ class Store:
         """The schema's alembic revision, or None before the first migration."""
         async with self.engine.connect() as conn:
             return await conn.run_sync(_current_revision)
+
+    # One sync of an account at a time.
+
+    @contextlib.asynccontextmanager
+    async def account_lock(self, account: str) -> AsyncIterator[None]:
+        """Hold the account's sync lock for the block, across processes.
+
+        AccountBusy at once when another process holds it. PostgreSQL keeps a
+        session-level advisory lock on a connection of its own; SQLite an
+        flock on a file beside the database. Either ends with the process.
+        """
+        if self.dialect == "postgresql":
+            async with self._advisory_lock(account):
+                yield
+        else:
+            with _file_lock(self._lock_path(account), self._busy(account)):
+                yield
+
+    def _busy(self, account: str) -> AccountBusy:
+        return AccountBusy(
+            f"Another inventory process is syncing account {account!r} into "
+            f"{self.describe()}; one at a time."
+        )
+
+    @contextlib.asynccontextmanager
+    async def _advisory_lock(self, account: str) -> AsyncIterator[None]:
+        key = {"key": _lock_key(account)}
+        conn = await self.engine.connect()
+        try:
+            held = await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), key)
+            await conn.commit()  # the lock is the session's; no open transaction
+            if not held:
+                raise self._busy(account)
+            try:
+                yield
+            finally:
+                # Pooled connections live on: the lock must be let go by hand.
+                try:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                    await conn.commit()
+                except (OSError, SQLAlchemyError):
+                    await conn.invalidate()
+        finally:
+            await conn.close()
+
+    def _lock_path(self, account: str) -> Path:
+        database = Path(self.engine.url.database or "inventory.db").absolute()
+        safe = account if SAFE_NAME.fullmatch(account) else f"{_lock_key(account):x}"
+        return database.with_name(f"{database.name}.{safe}.lock")
 
     # Sync runs.
 
@@ -518,6 +571,30 @@ def _action_row(
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _lock_key(account: str) -> int:
+    """A stable signed 64-bit key for the account's advisory lock."""
+    digest = hashlib.blake2b(f"inventory.sync:{account}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, busy: AccountBusy) -> Iterator[None]:
+    import fcntl  # POSIX; the container and CI are Linux
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+    finally:
+        os.close(fd)  # closing lets the lock go
 
 
 def _alembic_config(connection: Connection) -> Any:

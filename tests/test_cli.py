@@ -12,6 +12,7 @@ import pytest
 
 from inventory import __version__
 from inventory.simulator import Simulator, SimulatorOptions
+from inventory.store import Store
 
 from conftest import TOKEN
 
@@ -205,4 +206,26 @@ async def test_a_failed_sync_says_so_once(api: str, tmp_path: Path) -> None:
     env = {"DIGITALOCEAN_TOKEN": "dop_v1_" + "1" * 64, "DIGITALOCEAN_API_URL": api}
     code, out, err = await inventory("sync", env=env, cwd=tmp_path)
     assert (code, out) == (2, "")
+    assert_one_line_without_traceback(err)
+
+
+async def test_a_sync_while_another_process_syncs_the_account_exits_1(
+    api: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'inventory.db'}"
+    store = Store.open(url)
+    try:
+        await store.migrate()
+        async with store.account_lock("default"):
+            code, out, err = await inventory(
+                "sync",
+                "--database",
+                url,
+                env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api},
+            )
+    finally:
+        await store.close()
+
+    assert (code, out) == (1, "")
+    assert err.startswith("inventory: Another inventory process is syncing account")
     assert_one_line_without_traceback(err)

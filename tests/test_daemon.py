@@ -7,6 +7,7 @@ the end-to-end one starts `inventory run` as a real process and signals it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -885,3 +886,42 @@ def assert_logs_are_json_lines_without_the_token(
     assert [line["level"] for line in summaries].count("INFO") == sum(
         row["status"] == "succeeded" for row in runs
     )
+
+
+async def test_a_second_daemon_on_the_account_waits_until_the_first_stops(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling update: the new daemon is alive but not ready, and never syncs
+    beside the old one."""
+    monkeypatch.setattr("inventory.daemon.LOCK_RETRY_S", 0.05)
+    sim = simulator()
+    async with sim.serve() as base_url:
+        settings = settings_for(tmp_path, base_url, database_url)
+        async with reading(database_url) as store:
+            first = Daemon(settings)
+            await first.start()
+            await eventually(runs_where(store, succeeded(1)))
+            second = Daemon(settings)
+            starting = asyncio.create_task(second.start())
+            try:
+                await eventually(
+                    lambda: _async(second.phase == "waiting for another daemon")
+                )
+                assert second.health().ok
+                assert not (await second.readiness()).ok
+                runs_before = len(await runs_of(store))
+            finally:
+                await first.stop()
+            await asyncio.wait_for(starting, 10)
+            rows = await eventually(runs_where(store, succeeded(2)))
+            await second.stop()
+
+    assert len(rows) > runs_before
+    # Never two at once: each run starts after the one before it ended.
+    ordered = sorted(rows, key=lambda row: row["started_at"])
+    for before, after in itertools.pairwise(ordered):
+        assert before["finished_at"] <= after["started_at"]
+
+
+async def _async(value: bool) -> bool:
+    return value

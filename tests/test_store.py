@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from inventory.errors import AccountBusy
 from inventory.records import parse_action, parse_image
 from inventory.store import RunCounts, Store
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
@@ -310,3 +311,20 @@ async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
         )
     assert await store.prune_runs(T2 + timedelta(days=1)) == 1
     assert await store.start_run("default", T2) == 3
+
+
+async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
+    store: Store, database_url: str
+) -> None:
+    other = Store.open(database_url)
+    try:
+        async with store.account_lock("default"):
+            with pytest.raises(AccountBusy, match="'default'"):
+                async with other.account_lock("default"):
+                    pass
+            async with other.account_lock("second account"):
+                pass
+        async with other.account_lock("default"):
+            pass
+    finally:
+        await other.close()
