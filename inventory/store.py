@@ -477,10 +477,15 @@ class Store:
 
     def _upsert_actions_statement(self) -> Any:
         stmt = self._insert(IMAGE_ACTIONS)
-        keep = {"account", "id", "first_seen_at"}
+        excluded = stmt.excluded
+        keep = {"account", "id", "first_seen_at", "updated_at"}
         values = {
-            c.name: stmt.excluded[c.name] for c in IMAGE_ACTIONS.c if c.name not in keep
+            c.name: excluded[c.name] for c in IMAGE_ACTIONS.c if c.name not in keep
         }
+        values["updated_at"] = case(
+            (IMAGE_ACTIONS.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
+            else_=IMAGE_ACTIONS.c.updated_at,
+        )
         return stmt.on_conflict_do_update(index_elements=["account", "id"], set_=values)
 
     # Read-only queries, for `inventory query`.
@@ -565,6 +570,7 @@ def _action_row(
         "raw": action.raw,
         "first_seen_at": seen_at,
         "last_seen_at": seen_at,
+        "updated_at": seen_at,
     }
 
 

@@ -128,6 +128,8 @@ class ImageActionRow(Base):
     raw: Mapped[Any] = mapped_column(JSONType, nullable=False)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When a field last changed: an in-progress transfer that completed.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (Index(None, "account", "image_id"),)
 

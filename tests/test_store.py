@@ -191,6 +191,13 @@ async def test_actions_are_upserted_and_counted(store: Store) -> None:
         datetime(2026, 1, 1, 0, 10, tzinfo=UTC),
         T0,
     )
+    assert row["updated_at"] == T1
+
+    counts = await store.upsert_actions("default", [(1, done)], T2)
+    assert (counts.added, counts.updated) == (0, 0)
+    [again] = await rows(store, ImageActionRow.__table__)
+    assert (again["updated_at"], again["last_seen_at"]) == (T1, T2)
+    assert {**again, "last_seen_at": T1} == row
 
 
 async def test_null_and_absent_action_fields_are_stored_as_null(store: Store) -> None:

@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("raw", JSONType, nullable=False),
         sa.Column("first_seen_at", UTCDateTime(), nullable=False),
         sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("account", "id", name="pk_image_actions"),
     )
     op.create_index(
