@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -80,6 +81,9 @@ def _plain(cell: Any, kind: str | None) -> Any:
         return int(cell) if cell == cell.to_integral_value() else float(cell)
     if isinstance(cell, bytes | memoryview):
         return bytes(cell).hex()
+    if isinstance(cell, float) and not math.isfinite(cell):
+        # PostgreSQL's spelling; JSON has no NaN nor Infinity.
+        return "NaN" if math.isnan(cell) else ("Infinity" if cell > 0 else "-Infinity")
     if isinstance(cell, bool | int | float | str | list | dict):
         return cell
     return str(cell)

@@ -325,13 +325,17 @@ def _refuse_unless_a_read(sql: str) -> None:
     READ WRITE` and the like from reaching it at all, while a misspelt
     `SELEC` still gets the database's own message.
     """
-    match = FIRST_WORD.match(sql)
-    word = match.group(1).upper() if match else ""
+    word = _first_word(sql)
     if word in NOT_READ_WORDS:
         raise QueryError(
             f"Refused {word or 'this statement'}: inventory query only reads "
             "(SELECT, WITH, VALUES, EXPLAIN); nothing was run."
         )
+
+
+def _first_word(sql: str) -> str:
+    match = FIRST_WORD.match(sql)
+    return match.group(1).upper() if match else ""
 
 
 def _refuse(node: exp.Expr) -> NoReturn:
@@ -340,8 +344,8 @@ def _refuse(node: exp.Expr) -> NoReturn:
     else:
         kind = next(
             (name for cls, name in NOT_READS.items() if isinstance(node, cls)),
-            type(node).__name__.upper(),
-        )
+            None,
+        ) or _first_word(node.sql())  # CHECKPOINT reads as a column name
     raise QueryError(
         f"Refused {kind}: inventory query only reads "
         "(SELECT, WITH, VALUES, EXPLAIN); nothing was run."

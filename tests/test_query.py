@@ -372,6 +372,8 @@ WRITES = [
     ("EXPLAIN ANALYZE DELETE FROM images", "DELETE"),
     ("SELECT * INTO stolen FROM images", "SELECT INTO"),
     ("VACUUM", "VACUUM"),
+    ("CHECKPOINT", "CHECKPOINT"),
+    ("LISTEN x", "LISTEN"),
     # Past the parser: refused by their first word.
     ("START TRANSACTION READ WRITE", "START"),
     ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "START"),
@@ -621,3 +623,13 @@ def test_a_sqlite_store_in_a_folder_with_a_hash_opens_read_only(
     assert rows_of(url, "SELECT count(*) AS n FROM images") == [{"n": 0}]
     assert run(url, "DELETE FROM images").exit_code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_json_output_stays_json_with_infinite_floats(seeded: str) -> None:
+    sql = (
+        "SELECT 1e999 AS up, -1e999 AS down"
+        if seeded.startswith("sqlite")
+        else "SELECT 'Infinity'::float8 AS up, '-Infinity'::float8 AS down"
+    )
+
+    assert rows_of(seeded, sql) == [{"up": "Infinity", "down": "-Infinity"}]
