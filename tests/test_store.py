@@ -297,15 +297,47 @@ async def test_a_read_only_store_refuses_writes(
     assert len(await rows(store, ImageRow.__table__)) == 1
 
 
-async def test_sqlite_runs_in_wal_mode(tmp_path: Any) -> None:
+async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Any) -> None:
+    """Readers never block the sync, and a brief lock is waited out, not fatal."""
     store = Store.open(f"sqlite:///{tmp_path / 'wal.db'}")
     try:
         await store.migrate()
         async with store.engine.connect() as conn:
             mode = await conn.scalar(text("PRAGMA journal_mode"))
+            busy_ms = await conn.scalar(text("PRAGMA busy_timeout"))
     finally:
         await store.close()
-    assert mode == "wal"
+    assert (mode, busy_ms) == ("wal", 30_000)
+
+
+async def test_batches_fit_an_old_sqlite_s_999_variables(tmp_path: Any) -> None:
+    """SQLite before 3.32 binds at most 999 variables in one statement."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    store = Store.open(f"sqlite:///{tmp_path / 'old.db'}")
+
+    @event.listens_for(store.engine.sync_engine, "connect")
+    def old_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        raw = dbapi_connection.driver_connection._conn  # aiosqlite's sqlite3
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    try:
+        await store.migrate()
+        images = [image(i, regions=["nyc1", "ams3"]) for i in range(1, 2501)]
+        actions = [
+            (i % 2500 + 1, parse_action({"id": 10_000 + i, "status": "completed"}))
+            for i in range(10_000)
+        ]
+        for _ in range(2):  # inserts, then updates of rows that exist
+            counts = await store.upsert_images("default", images, T0)
+            await store.upsert_actions("default", actions, T0)
+        gone = await store.mark_images_deleted("default", T1, T2)
+    finally:
+        await store.close()
+    assert counts.seen == 2500
+    assert gone == 2500
 
 
 async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
