@@ -65,7 +65,9 @@ async def _demo(images: int, seed: int) -> int:
             err=True,
         )
         return 1
-    store = Store.open(url, read_only=True)
+    # Our own SELECT, on a writable connection: the last one to close removes
+    # SQLite's -wal and -shm files, which a read-only one cannot.
+    store = Store.open(url)
     try:
         columns, rows = await store.execute_read_only(SAMPLE_QUERY)
     finally:
