@@ -49,9 +49,17 @@ COLUMN_KINDS = column_kinds()
 # Values.
 
 
-def normalize(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Rows as JSON-ready values: JSON columns parsed, timestamps ISO 8601 UTC."""
-    kinds = [COLUMN_KINDS.get(column.lower()) for column in columns]
+def normalize(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    kinds: Sequence[str | None] | None = None,
+) -> list[list[Any]]:
+    """Rows as JSON-ready values: JSON columns parsed, timestamps ISO 8601 UTC.
+
+    `kinds` says what each column holds; without it, a column's name does.
+    """
+    if kinds is None or len(kinds) != len(columns):
+        kinds = [COLUMN_KINDS.get(column.lower()) for column in columns]
     return [
         [_value(cell, kind) for cell, kind in zip(row, kinds, strict=True)]
         for row in rows

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -106,6 +106,8 @@ class Prepared:
 
     sql: str
     params: dict[str, Any]
+    # Each output column's store kind, where the query says; None: judge by name.
+    kinds: tuple[str | None, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,43 @@ def prepare(
     if any(edit.text.startswith("(") for edit in edits):
         params[ACCOUNT_PARAM] = account
     sql = _apply(filled[: tokens[-1].end + 1], edits)
-    return _prepared(sql, _bind(params, _contexts(statement), dialect, quoted))
+    bound = _bind(params, _contexts(statement), dialect, quoted)
+    return _prepared(sql, bound, _output_kinds(statement))
 
 
-def _prepared(sql: str, params: dict[str, Any]) -> Prepared:
-    return Prepared(_escape(sql, set(params)), params)
+def _prepared(
+    sql: str, params: dict[str, Any], kinds: tuple[str | None, ...] | None = None
+) -> Prepared:
+    return Prepared(_escape(sql, set(params)), params, kinds)
+
+
+def _output_kinds(statement: exp.Expr) -> tuple[str | None, ...] | None:
+    """What each selected column holds, from the expression that makes it.
+
+    `regions AS r` is JSON and `max(started_at)` a timestamp, while `'123'
+    AS tags` is text. None for `*` or a query of several SELECTs: then the
+    output's column names are the guide.
+    """
+    if not isinstance(statement, exp.Select):
+        return None
+    kinds = []
+    for projection in statement.expressions:
+        if isinstance(projection, exp.Star) or isinstance(
+            getattr(projection, "this", None), exp.Star
+        ):
+            return None
+        kinds.append(_kind_of(projection.unalias()))
+    return tuple(kinds)
+
+
+def _kind_of(node: exp.Expr) -> str | None:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Column):
+        return COLUMN_KINDS.get(node.name.lower())
+    if isinstance(node, exp.Max | exp.Min | exp.AnyValue):
+        return _kind_of(node.this)
+    return None
 
 
 def parse_variables(pairs: Sequence[str]) -> dict[str, str]:
@@ -520,7 +554,7 @@ async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]
             raise QueryError(one_line(exc)) from exc
     finally:
         await store.close()
-    return columns, normalize(columns, rows)
+    return columns, normalize(columns, rows, prepared.kinds)
 
 
 def _require_sqlite_file(url: URL) -> None:

@@ -633,3 +633,18 @@ def test_json_output_stays_json_with_infinite_floats(seeded: str) -> None:
     )
 
     assert rows_of(seeded, sql) == [{"up": "Infinity", "down": "-Infinity"}]
+
+
+def test_output_types_follow_the_selected_expression_not_the_column_name(
+    seeded: str,
+) -> None:
+    aggregated = (
+        "SELECT max(i.created_at) AS latest, '123' AS tags, 'null' AS raw "
+        "FROM images i WHERE i.id = 1001"
+    )
+    renamed = "SELECT i.regions AS r, i.public AS p FROM images i WHERE i.id = 1001"
+
+    assert rows_of(seeded, aggregated) == [
+        {"latest": "2020-02-29T12:00:00.500000+00:00", "tags": "123", "raw": "null"}
+    ]
+    assert rows_of(seeded, renamed) == [{"r": ["ams3"], "p": True}]
