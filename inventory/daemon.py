@@ -394,7 +394,10 @@ class Daemon:
     async def _replan(self) -> None:
         """Re-estimate a full run; say so when it no longer fits the schedule."""
         self._estimate_s = await estimate_run_s(
-            self.store, self.settings, self.limiter.budget, self.limiter.used_hour
+            self.store,
+            self.settings,
+            self.limiter.effective_budget,
+            self.limiter.used_hour,
         )
         known = [s for s in (self._estimate_s, self._last_duration_s) if s is not None]
         self.expected_run_s = max(known) if known else None

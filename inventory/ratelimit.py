@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
 import math
 import time
@@ -416,6 +417,13 @@ class RateLimiter:
             return
         level = logging.INFO if wait > self.budget.minute_s else logging.DEBUG
         logger.log(level, "Rate budget spent; the next request waits %.1f s", wait)
+
+    @property
+    def effective_budget(self) -> Budget:
+        """The budget as the server has shown it: its hourly limit if lower."""
+        if self._hour_limit == self.budget.per_hour:
+            return self.budget
+        return dataclasses.replace(self.budget, per_hour=self._hour_limit)
 
     # Learning from answers.
 

@@ -207,7 +207,7 @@ class SyncRun:
         """Say how long the action fetches left will take, at best."""
         left = self._fetches.qsize()
         limiter = self.client.limiter
-        least_s = limiter.budget.duration_s(left, limiter.used_hour)
+        least_s = limiter.effective_budget.duration_s(left, limiter.used_hour)
         logger.info(
             "Listed %d images; %d of their action lists left to fetch, in %s at "
             "best within the rate budgets",
@@ -486,7 +486,7 @@ async def _log_plan(
     if plan.requests is None:
         logger.info("First sync of account %s: no estimate yet", settings.account)
         return plan
-    budget = client.limiter.budget
+    budget = client.limiter.effective_budget
     least_s = budget.duration_s(plan.requests, client.limiter.used_hour)
     logger.info(
         "Plan: about %d requests for %d images; the rate budgets allow them in "

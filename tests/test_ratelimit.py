@@ -376,6 +376,17 @@ async def test_a_lower_limit_from_the_server_is_believed(clock: FakeClock) -> No
         await rate.acquire()
 
 
+async def test_plans_use_the_lower_limit_the_server_reported(clock: FakeClock) -> None:
+    """A budget configured above the server's: plans and overrun warnings
+    follow what the server enforces."""
+    rate = limiter(clock, per_minute=250, per_hour=1_000_000)
+    assert rate.effective_budget.per_hour == 1_000_000
+    rate.observe(answer(clock, remaining=4999, limit=5000), await rate.acquire())
+
+    assert rate.effective_budget == Budget(per_minute=250, per_hour=5000)
+    assert rate.effective_budget.duration_s(6000) >= 3600
+
+
 async def test_remaining_zero_from_our_own_minute_adds_no_wait(
     clock: FakeClock,
 ) -> None:
