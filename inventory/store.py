@@ -393,13 +393,14 @@ class Store:
     async def _replace_regions(
         self, conn: AsyncConnection, account: str, images: Sequence[Image]
     ) -> None:
-        for chunk in _chunks([image.id for image in images], KEY_CHUNK):
-            await conn.execute(
-                delete(IMAGE_REGIONS).where(
-                    IMAGE_REGIONS.c.account == account,
-                    IMAGE_REGIONS.c.image_id.in_(chunk),
+        async with self._planned_for_keys(conn):
+            for chunk in _chunks([image.id for image in images], KEY_CHUNK):
+                await conn.execute(
+                    delete(IMAGE_REGIONS).where(
+                        IMAGE_REGIONS.c.account == account,
+                        IMAGE_REGIONS.c.image_id.in_(chunk),
+                    )
                 )
-            )
         rows = [
             {"account": account, "image_id": image.id, "region_slug": slug}
             for image in images
@@ -429,12 +430,13 @@ class Store:
                 )
             )
             gone = [row.id for row in candidates if in_scope(row)]
-            for chunk in _chunks(gone, KEY_CHUNK):
-                await conn.execute(
-                    update(IMAGES)
-                    .where(IMAGES.c.account == account, IMAGES.c.id.in_(chunk))
-                    .values(deleted_at=deleted_at)
-                )
+            async with self._planned_for_keys(conn):
+                for chunk in _chunks(gone, KEY_CHUNK):
+                    await conn.execute(
+                        update(IMAGES)
+                        .where(IMAGES.c.account == account, IMAGES.c.id.in_(chunk))
+                        .values(deleted_at=deleted_at)
+                    )
         return len(gone)
 
     async def image_count(self, account: str, *, private_only: bool = False) -> int:
@@ -514,14 +516,31 @@ class Store:
     ) -> dict[int, Any]:
         """The stored `raw` of each key that exists already."""
         known: dict[int, Any] = {}
-        for chunk in _chunks(list(keys), KEY_CHUNK):
-            result = await conn.execute(
-                select(table.c.id, table.c.raw).where(
-                    and_(table.c.account == account, table.c.id.in_(chunk))
+        async with self._planned_for_keys(conn):
+            for chunk in _chunks(list(keys), KEY_CHUNK):
+                result = await conn.execute(
+                    select(table.c.id, table.c.raw).where(
+                        and_(table.c.account == account, table.c.id.in_(chunk))
+                    )
                 )
-            )
-            known.update({row.id: row.raw for row in result})
+                known.update({row.id: row.raw for row in result})
         return known
+
+    @contextlib.asynccontextmanager
+    async def _planned_for_keys(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """Plan statements by key lists for their keys, on PostgreSQL.
+
+        A prepared statement's generic plan, made while a table was empty,
+        scans it whole: each batch of a first sync took longer than the one
+        before (40 ms to 170 ms at 24,000 actions). The upserts, run once per
+        row, keep their cached plans.
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        await conn.execute(text("SET LOCAL plan_cache_mode TO force_custom_plan"))
+        yield
+        await conn.execute(text("SET LOCAL plan_cache_mode TO auto"))
 
 
 _MISSING: Any = object()
