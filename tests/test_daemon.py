@@ -925,3 +925,64 @@ async def test_a_second_daemon_on_the_account_waits_until_the_first_stops(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_run_whose_end_the_store_could_not_take_is_closed_by_the_next(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store blinks as a run ends: its row is recorded failed by the next
+    run, and counted then, so the counters keep matching the rows."""
+    real_finish = Store.finish_run
+    calls = 0
+
+    async def blink_once(self: Store, *args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreError("The store at x does not answer: connection reset")
+        await real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "finish_run", blink_once)
+    sim = simulator()
+    async with sim.serve() as base_url:
+        settings = settings_for(
+            tmp_path, base_url, database_url, daemon={"interval_s": 0.2}
+        )
+        async with reading(database_url) as store, running(settings) as daemon:
+            rows = await eventually(runs_where(store, succeeded(1)))
+            samples = parse_metrics(daemon.exposition().decode())
+
+    assert rows[0]["status"] == "failed"
+    assert "before this run's end was recorded" in rows[0]["error"]
+    statuses = [row["status"] for row in rows if row["status"] != "running"]
+    for status in ("failed", "succeeded"):
+        counted = value(samples, "inventory_sync_runs_total", status=status)
+        assert counted == statuses.count(status), status
+
+
+async def test_a_restarted_daemon_is_ready_on_the_store_s_fresh_success(
+    tmp_path: Path, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    async with reading(database_url) as store:
+        await store.migrate()
+        earlier = await store.start_run("default", now - timedelta(minutes=2))
+        await store.finish_run(
+            "default",
+            earlier,
+            status="succeeded",
+            finished_at=now - timedelta(minutes=1),
+            counts=RunCounts(),
+        )
+    sim = simulator(latency_s=2.0)  # this process's first run cannot end soon
+    async with sim.serve() as base_url:
+        settings = settings_for(tmp_path, base_url, database_url)
+        async with running(settings) as daemon:
+            ready = await daemon.readiness()
+            samples = parse_metrics(daemon.exposition().decode())
+
+    assert ready.ok, ready.detail
+    last = value(samples, "inventory_sync_last_success_timestamp_seconds")
+    assert abs(last - (now - timedelta(minutes=1)).timestamp()) < 1
