@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -145,6 +145,7 @@ class SyncRun:
         self._pending: list[tuple[int, Action]] = []  # actions awaiting a batch
         self._pages_listed = 0  # image pages queued for writing
         self._pages_written = 0
+        self._in_flight: asyncio.Future[None] | None = None  # a batch's write
         self._to_fetch = 0  # images queued for their actions
         self._fetched = 0
         self._progress_at = time.monotonic() + PROGRESS_S
@@ -321,6 +322,9 @@ class SyncRun:
             return None
 
     async def _write_images(self, images: list[Image]) -> None:
+        await self._to_the_end(self._store_images(images))
+
+    async def _store_images(self, images: list[Image]) -> None:
         counts = await self.store.upsert_images(self.account, images, self.seen_at)
         self._pages_written += 1
         self.counts.images_added += counts.added
@@ -329,13 +333,36 @@ class SyncRun:
     async def _flush_actions(self) -> None:
         if not self._pending:
             return
-        counts = await self.store.upsert_actions(
-            self.account, self._pending, self.seen_at
-        )
-        self._pending = []
+        pending, self._pending = self._pending, []
+        await self._to_the_end(self._store_actions(pending))
+
+    async def _store_actions(self, pending: list[tuple[int, Action]]) -> None:
+        counts = await self.store.upsert_actions(self.account, pending, self.seen_at)
         self.counts.actions_seen += counts.seen
         self.counts.actions_added += counts.added
         self.counts.actions_updated += counts.updated
+
+    async def _to_the_end(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run one batch's write to its end, even if the run stops meanwhile.
+
+        A transaction cancelled halfway loses its batch, and on SQLite can
+        leave the file locked (aiosqlite's thread runs on without its
+        rollback); `settle_writes` waits for it instead.
+        """
+        self._in_flight = asyncio.ensure_future(write)
+        await asyncio.shield(self._in_flight)
+
+    async def settle_writes(self, timeout_s: float) -> None:
+        """Let a write in flight end; past `timeout_s` (a hung store), cancel it."""
+        task = self._in_flight
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.warning("A write stopped with the run failed: %s", task.exception())
 
     async def _reconcile(self) -> None:
         """Mark images gone upstream deleted, only after a complete listing."""
@@ -445,6 +472,7 @@ async def _drain(run: SyncRun) -> None:
     must not hold the run past its deadline for long."""
     try:
         async with asyncio.timeout(DRAIN_S):
+            await run.settle_writes(DRAIN_S)
             await run.drain()
     except TimeoutError:
         logger.warning(
@@ -457,6 +485,7 @@ async def _drain(run: SyncRun) -> None:
 async def _finish(
     run: SyncRun, run_id: int, status: str, error: str | None, duration_s: float
 ) -> SyncResult:
+    await run.settle_writes(DRAIN_S)  # its counts belong to the run
     limiter = run.client.limiter
     run.counts.requests = run.client.requests - run._requests_before
     run.counts.rate_limited = limiter.rate_limited - run._rate_limited_before

@@ -437,3 +437,26 @@ async def test_a_store_that_hangs_cannot_hold_a_run_long_past_its_deadline(
 
     assert result.status == "interrupted"
     assert "deadline" in (result.error or "")
+
+
+async def test_a_run_the_budget_stops_keeps_every_page_and_leaves_the_store_free(
+    store: Store, database_url: str
+) -> None:
+    """The writer is not cut off mid-transaction: no page lost, no lock kept."""
+    sim = Simulator(SimulatorOptions(images=400, seed=7, **NO_LIMITS))
+    async with sim.serve(host="127.0.0.1", port=0) as url:
+        settings = make_settings(
+            url,
+            database_url,
+            rate_limit={"per_minute": 100, "per_hour": None, "time_scale": 1.0},
+            sync={"deadline_s": 5.0},
+        )
+        result = await asyncio.wait_for(sync(settings, store), 30)
+
+    assert result.status == "interrupted"
+    assert "rate budget" in (result.error or "")
+    assert len(await table(store, ImageRow)) == result.counts.images_seen == 400
+    stored = len(await table(store, ImageActionRow))
+    assert stored == result.counts.actions_seen > 0
+    async with asyncio.timeout(5):  # a store left locked would wait 30 s
+        await store.start_run("default", datetime.now(UTC))
