@@ -7,6 +7,7 @@ nothing half-written; the schema comes only from the alembic migrations.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -499,13 +500,37 @@ class Store:
         async with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(text("SET TRANSACTION READ ONLY"))
-            result = await conn.execute(text(sql), params or {})
+            result = await self._interruptible(conn, sql, params or {})
             columns = list(result.keys()) if result.returns_rows else []
             rows = [tuple(row) for row in result] if result.returns_rows else []
             await conn.rollback()
         return columns, rows
 
     # Helpers.
+
+    async def _interruptible(
+        self, conn: AsyncConnection, sql: str, params: dict[str, Any]
+    ) -> Any:
+        """Run the statement; stop it when the task is cancelled (Ctrl-C).
+
+        asyncpg cancels on the server by itself. SQLite runs in aiosqlite's
+        thread, which a cancelled await does not reach (and SQLAlchemy's
+        clean-up would queue behind the statement): sqlite3's interrupt() does.
+        """
+        if self.dialect != "sqlite":
+            return await conn.execute(text(sql), params)
+        raw = await conn.get_raw_connection()
+        running = asyncio.ensure_future(conn.execute(text(sql), params))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            sqlite_connection = getattr(raw.driver_connection, "_conn", None)
+            if sqlite_connection is not None:
+                sqlite_connection.interrupt()
+            await asyncio.wait({running}, timeout=5.0)
+            if running.done() and not running.cancelled():
+                running.exception()  # retrieved: sqlite's "interrupted"
+            raise
 
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self.dialect == "postgresql" else sqlite

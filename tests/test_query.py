@@ -648,3 +648,19 @@ def test_output_types_follow_the_selected_expression_not_the_column_name(
         {"latest": "2020-02-29T12:00:00.500000+00:00", "tags": "123", "raw": "null"}
     ]
     assert rows_of(seeded, renamed) == [{"r": ["ams3"], "p": True}]
+
+
+async def test_a_long_query_stops_when_cancelled(seeded: str) -> None:
+    """Ctrl-C or SIGTERM cancels the command's task: the statement must end too."""
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT count(*) FROM c"
+        if seeded.startswith("sqlite")
+        else "SELECT pg_sleep(120)"
+    )
+    running = asyncio.ensure_future(fetch(database_url(seeded), Prepared(endless, {})))
+    await asyncio.sleep(0.5)
+    running.cancel()
+
+    done, _ = await asyncio.wait({running}, timeout=10)
+    assert done and running.cancelled()
