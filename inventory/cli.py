@@ -96,7 +96,7 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
         except InventoryError as exc:
             fail(str(exc), EXIT_RUN_FAILED)
         except SQLAlchemyError as exc:
-            fail(f"the store failed: {_with_hint(one_line(exc))}", EXIT_RUN_FAILED)
+            fail(f"the store failed: {with_hint(one_line(exc))}", EXIT_RUN_FAILED)
         except OSError as exc:  # asyncpg's refused connection, unwrapped
             fail(f"the store failed: {one_line(exc)}", EXIT_RUN_FAILED)
         sys.exit(code)
@@ -119,7 +119,7 @@ async def _stoppable(main: Coroutine[Any, Any, int]) -> int:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def _with_hint(message: str) -> str:
+def with_hint(message: str) -> str:
     """Say what to do when the schema is missing."""
     if "no such table" in message or (
         "relation" in message and "does not exist" in message

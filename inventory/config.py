@@ -45,8 +45,13 @@ ENVIRONMENT = {
 }
 
 
+# No duration is longer than a year, and none is infinite or NaN: a bigger one
+# is a typo, and overflows the scheduler's dates.
+YEAR_S = 366 * 86400.0
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class APISettings(_Section):
@@ -56,12 +61,12 @@ class APISettings(_Section):
     token: SecretStr | None = None
     token_file: Path | None = None
     per_page: int = Field(200, ge=1, le=200)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
-    total_timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, le=YEAR_S)
+    read_timeout_s: float = Field(30.0, gt=0, le=YEAR_S)
+    total_timeout_s: float = Field(120.0, gt=0, le=YEAR_S)
     max_retries: int = Field(5, ge=0, le=20)
-    backoff_s: float = Field(0.5, ge=0)
-    backoff_max_s: float = Field(30.0, ge=0)
+    backoff_s: float = Field(0.5, ge=0, le=YEAR_S)
+    backoff_max_s: float = Field(30.0, ge=0, le=YEAR_S)
 
     @field_validator("url")
     @classmethod
@@ -76,7 +81,8 @@ class RateLimitSettings(_Section):
 
     per_minute: int | None = Field(250, ge=1)
     per_hour: int | None = Field(5000, ge=1)
-    time_scale: float = Field(1.0, gt=0)
+    # Shrinks both windows alike; beyond these bounds they would not fit a clock.
+    time_scale: float = Field(1.0, ge=0.001, le=1e6)
 
     @field_validator("per_minute", "per_hour", mode="before")
     @classmethod
@@ -94,7 +100,7 @@ class SyncSettings(_Section):
     """What one sync run fetches, and how hard."""
 
     concurrency: int = Field(8, ge=1, le=256)
-    deadline_s: float = Field(3300.0, gt=0)
+    deadline_s: float = Field(3300.0, gt=0, le=YEAR_S)
     actions_for: Literal["private", "all"] = "private"
     private: bool | None = None
     type: Literal["application", "distribution"] | None = None
@@ -119,13 +125,13 @@ class StoreSettings(_Section):
 class DaemonSettings(_Section):
     """How `inventory run` schedules syncs and serves its endpoints."""
 
-    interval_s: float = Field(900.0, gt=0)
+    interval_s: float = Field(900.0, gt=0, le=YEAR_S)
     cron: str | None = None
-    jitter_s: float = Field(30.0, ge=0)
-    grace_s: float = Field(30.0, ge=0)
-    readiness_age_s: float | None = Field(None, gt=0)
-    store_wait_s: float = Field(60.0, ge=0)
-    run_retention_days: float = Field(90.0, gt=0)
+    jitter_s: float = Field(30.0, ge=0, le=YEAR_S)
+    grace_s: float = Field(30.0, ge=0, le=YEAR_S)
+    readiness_age_s: float | None = Field(None, gt=0, le=YEAR_S)
+    store_wait_s: float = Field(60.0, ge=0, le=YEAR_S)
+    run_retention_days: float = Field(90.0, gt=0, le=36600)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=0, le=65535)
 
@@ -253,7 +259,7 @@ def _read_file(path: Path | None) -> dict[str, Any]:
     except OSError as exc:
         message = f"Cannot read the configuration file {path}: {exc.strerror}."
         raise ConfigError(message) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         message = f"The configuration file {path} is not valid TOML: {exc}."
         raise ConfigError(message) from None
 

@@ -214,5 +214,11 @@ async def _status(settings: Settings) -> tuple[list[dict[str, Any]], Health]:
     store = Store.open(url, read_only=True)
     try:
         return await read_status(store, settings, datetime.now(UTC))
+    except (OSError, SQLAlchemyError) as exc:
+        from inventory.cli import with_hint
+
+        raise StoreError(
+            f"Cannot read the store at {store.describe()}: {with_hint(one_line(exc))}"
+        ) from exc
     finally:
         await store.close()

@@ -166,9 +166,16 @@ class Store:
 
     async def migrate(self) -> None:
         """Bring the schema to the newest alembic revision."""
+        from alembic.util.exc import CommandError
+
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade)
+        except CommandError as exc:  # a revision this inventory does not know
+            raise StoreError(
+                f"Could not migrate the store at {self.describe()}: {exc}; is it "
+                "from a newer inventory?"
+            ) from exc
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(
                 f"Could not migrate the store at {self.describe()}: {one_line(exc)}"

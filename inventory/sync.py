@@ -24,6 +24,7 @@ from inventory.errors import (
     DeadlineExceeded,
     InventoryError,
     NotFoundError,
+    one_line,
 )
 from inventory.logs import NOTICE
 from inventory.records import Action, Image, PayloadError, parse_action, parse_image
@@ -456,7 +457,8 @@ async def sync_account(
     except InventoryError as exc:
         error = str(exc)
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        # One line: a database error's text carries its statement and rows.
+        error = f"{type(exc).__name__}: {one_line(exc)}"
         raise
     finally:
         result = await asyncio.shield(

@@ -101,6 +101,10 @@ def test_a_missing_token_says_how_to_give_one() -> None:
         ("account = [", "is not valid TOML"),
         ("[rate_limit]\nper_minute = 'of'\n", 'a number of requests, or "off"'),
         ("[rate_limit]\nper_hour = 0\n", "rate_limit.per_hour: Input should be"),
+        ("[rate_limit]\ntime_scale = inf\n", "rate_limit.time_scale: Input should be"),
+        ("[rate_limit]\ntime_scale = 1e-300\n", "rate_limit.time_scale: Input"),
+        ("[daemon]\ninterval_s = 1e12\n", "daemon.interval_s: Input should be less"),
+        ("[sync]\ndeadline_s = nan\n", "sync.deadline_s: Input should be a finite"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(
@@ -128,6 +132,13 @@ def test_secrets_never_appear_in_reprs_or_errors(tmp_path: Path) -> None:
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
     assert "hunter22" not in repr(settings.database_url())
     assert "hunter22" not in repr(settings)
+
+
+def test_a_config_file_that_is_not_utf_8_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "inventory.toml"
+    config.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_settings(config, environ={})
 
 
 def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:

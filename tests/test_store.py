@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from inventory.errors import AccountBusy
+from inventory.errors import AccountBusy, StoreError
 from inventory.records import parse_action, parse_image
 from inventory.store import RunCounts, Store
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
@@ -367,3 +367,11 @@ async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
             pass
     finally:
         await other.close()
+
+
+async def test_a_store_from_a_newer_inventory_is_one_clear_error(store: Store) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    with pytest.raises(StoreError, match="'9999'; is it from a newer inventory"):
+        await store.migrate()
