@@ -215,7 +215,16 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
             store.account_lock(settings.account),
             open_client(settings) as client,
         ):
-            result = await sync_account(client, store, settings)
+            finished: list[SyncResult] = []
+            try:
+                result = await sync_account(
+                    client, store, settings, on_result=finished.append
+                )
+            except asyncio.CancelledError:
+                # Stopped by Ctrl-C or SIGTERM: its summary all the same.
+                for stopped in finished:
+                    click.echo(stopped.summary())
+                raise
     finally:
         await store.close()
     click.echo(result.summary())

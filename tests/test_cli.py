@@ -180,9 +180,10 @@ async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
         )  # fmt: skip
         await asyncio.sleep(2.0)
         process.terminate()
-        _, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1, err.decode()
     assert err.decode().strip() == "inventory: interrupted."
+    assert out.decode().startswith("sync interrupted: account=default run=1 ")
     code, out, _ = await inventory(
         "query", "--format", "csv", "SELECT status, error FROM sync_runs", cwd=tmp_path
     )

@@ -142,7 +142,9 @@ def simulate(**params: Any) -> None:
     try:
         asyncio.run(_serve(simulator, host, port))
     except OSError as exc:
-        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from exc
+        from inventory.cli import EXIT_USAGE, fail
+
+        fail(f"Cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
 
 
 def _options(params: dict[str, Any]) -> SimulatorOptions:
