@@ -217,6 +217,18 @@ def succeeded(count: int) -> Callable[[list[dict[str, Any]]], bool]:
     return enough_succeeded
 
 
+async def succeeded_run(store: Store, started: datetime, took: timedelta) -> None:
+    """Record a run that succeeded, as an earlier process would have."""
+    run_id = await store.start_run("default", started)
+    await store.finish_run(
+        "default",
+        run_id,
+        status="succeeded",
+        finished_at=started + took,
+        counts=RunCounts(),
+    )
+
+
 def a_run_started(rows: list[dict[str, Any]]) -> bool:
     return any(row["status"] == "running" for row in rows)
 
@@ -533,14 +545,7 @@ async def test_start_up_closes_runs_a_dead_process_left_and_prunes_old_ones(
     now = datetime.now(UTC)
     async with reading(database_url) as store:
         await store.migrate()
-        old = await store.start_run("default", now - timedelta(days=100))
-        await store.finish_run(
-            "default",
-            old,
-            status="succeeded",
-            finished_at=now - timedelta(days=100),
-            counts=RunCounts(),
-        )
+        await succeeded_run(store, now - timedelta(days=100), timedelta(0))
         await store.start_run("default", now - timedelta(hours=1))
     sim = simulator()
     async with sim.serve() as base_url:
@@ -968,14 +973,7 @@ async def test_a_restarted_daemon_is_ready_on_the_store_s_fresh_success(
     now = datetime.now(UTC)
     async with reading(database_url) as store:
         await store.migrate()
-        earlier = await store.start_run("default", now - timedelta(minutes=2))
-        await store.finish_run(
-            "default",
-            earlier,
-            status="succeeded",
-            finished_at=now - timedelta(minutes=1),
-            counts=RunCounts(),
-        )
+        await succeeded_run(store, now - timedelta(minutes=2), timedelta(minutes=1))
     sim = simulator(latency_s=2.0)  # this process's first run cannot end soon
     async with sim.serve() as base_url:
         settings = settings_for(tmp_path, base_url, database_url)
