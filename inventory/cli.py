@@ -11,6 +11,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from functools import wraps
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -215,6 +216,8 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
             store.account_lock(settings.account),
             open_client(settings) as client,
         ):
+            # Holding the lock, any run still `running` is a dead process's.
+            await store.close_stale_runs(settings.account, datetime.now(UTC))
             finished: list[SyncResult] = []
             try:
                 result = await sync_account(

@@ -235,10 +235,21 @@ def database_url(raw: str) -> URL:
             )
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+asyncpg")
+        return _asyncpg_url(url)
     raise ConfigError(
         f"store.url uses {backend!r}; only sqlite:/// and postgresql:// are supported."
     )
+
+
+def _asyncpg_url(url: URL) -> URL:
+    """libpq's URL spelling for asyncpg: `sslmode=require` (as DigitalOcean's
+    managed databases give it) becomes asyncpg's `ssl=require`."""
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"store.url: port {url.port} is not between 1 and 65535.")
+    query = dict(url.query)
+    if "sslmode" in query:
+        query.setdefault("ssl", query.pop("sslmode"))
+    return url.set(drivername="postgresql+asyncpg", query=query)
 
 
 def _config_path(path: str | Path | None, environ: Mapping[str, str]) -> Path | None:

@@ -375,6 +375,7 @@ class Daemon:
         )
         if closed:
             logger.warning("Marked %d run(s) left running by a process gone", closed)
+            self.metrics.runs.labels("interrupted").inc(closed)
         await self._prune()
 
     async def _recall_last_success(self) -> None:
@@ -387,7 +388,9 @@ class Daemon:
 
     async def _prune(self) -> None:
         days = self.settings.daemon.run_retention_days
-        pruned = await self.store.prune_runs(datetime.now(UTC) - timedelta(days=days))
+        pruned = await self.store.prune_runs(
+            self.settings.account, datetime.now(UTC) - timedelta(days=days)
+        )
         if pruned:
             logger.info("Pruned %d sync_runs row(s) older than %g days", pruned, days)
 

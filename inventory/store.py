@@ -327,10 +327,11 @@ class Store:
         async with self.engine.connect() as conn:
             return cast(datetime | None, await conn.scalar(query))
 
-    async def prune_runs(self, older_than: datetime) -> int:
-        """Delete finished runs that started before `older_than`.
+    async def prune_runs(self, account: str, older_than: datetime) -> int:
+        """Delete the account's finished runs that started before `older_than`.
 
-        Each account's newest run stays, so run ids never start over.
+        Its newest run stays, so run ids never start over; other accounts'
+        runs are theirs to prune.
         """
         newest = SYNC_RUNS.alias("newest")
         latest_id = (
@@ -341,6 +342,7 @@ class Store:
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 delete(SYNC_RUNS).where(
+                    SYNC_RUNS.c.account == account,
                     SYNC_RUNS.c.started_at < older_than,
                     SYNC_RUNS.c.status != "running",
                     SYNC_RUNS.c.id < latest_id,
@@ -434,7 +436,9 @@ class Store:
                 select(IMAGES.c.id, IMAGES.c.public, IMAGES.c.tags).where(
                     IMAGES.c.account == account,
                     IMAGES.c.deleted_at.is_(None),
-                    IMAGES.c.last_seen_at != seen_at,
+                    # Older than this run, not merely other: a run that
+                    # overlapped this one saw its images later, not never.
+                    IMAGES.c.last_seen_at < seen_at,
                 )
             )
             gone = [row.id for row in candidates if in_scope(row)]

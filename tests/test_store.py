@@ -343,13 +343,19 @@ async def test_batches_fit_an_old_sqlite_s_999_variables(tmp_path: Any) -> None:
 async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
     store: Store,
 ) -> None:
-    for started in (T0, T1):
-        run = await store.start_run("default", started)
-        await store.finish_run(
-            "default", run, status="succeeded", finished_at=started, counts=RunCounts()
-        )
-    assert await store.prune_runs(T2 + timedelta(days=1)) == 1
+    for account in ("default", "other"):
+        for started in (T0, T1):
+            run = await store.start_run(account, started)
+            await store.finish_run(
+                account,
+                run,
+                status="succeeded",
+                finished_at=started,
+                counts=RunCounts(),
+            )
+    assert await store.prune_runs("default", T2 + timedelta(days=1)) == 1
     assert await store.start_run("default", T2) == 3
+    assert len(await store.recent_runs("other")) == 2  # not this account's to prune
 
 
 async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
@@ -375,3 +381,16 @@ async def test_a_store_from_a_newer_inventory_is_one_clear_error(store: Store) -
 
     with pytest.raises(StoreError, match="'9999'; is it from a newer inventory"):
         await store.migrate()
+
+
+async def test_a_run_overlapped_by_a_later_one_marks_none_of_its_images_deleted(
+    store: Store,
+) -> None:
+    """Run A started at T0 and B at T1 both listed everything; B wrote last."""
+    await store.upsert_images("default", [image(1), image(2)], T0)
+    await store.upsert_images("default", [image(1), image(2)], T1)
+
+    assert await store.mark_images_deleted("default", T0, T2) == 0
+    assert await store.mark_images_deleted("default", T1, T2) == 0
+    await store.upsert_images("default", [image(1)], T2)
+    assert await store.mark_images_deleted("default", T2, T2) == 1
