@@ -354,6 +354,8 @@ class Daemon:
         return 0.0 if started is None else time.monotonic() - started
 
     def _record(self, result: SyncResult) -> None:
+        if not result.recorded:
+            return  # counted when the next run closes its row
         ended_at = datetime.now(UTC)
         self.metrics.record(result, ended_at)
         if result.status == "succeeded":

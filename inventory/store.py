@@ -269,18 +269,23 @@ class Store:
         counts: RunCounts,
         error: str | None = None,
     ) -> None:
-        """Record how a run ended."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(SYNC_RUNS)
-                .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.id == run_id)
-                .values(
-                    status=status,
-                    finished_at=finished_at,
-                    error=error,
-                    **counts.columns(),
+        """Record how a run ended; StoreError when the store cannot take it."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(SYNC_RUNS)
+                    .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.id == run_id)
+                    .values(
+                        status=status,
+                        finished_at=finished_at,
+                        error=error,
+                        **counts.columns(),
+                    )
                 )
-            )
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"Could not record the end of run {run_id}: {one_line(exc)}"
+            ) from exc
         self.unfinished_runs.discard((account, run_id))
 
     async def close_unfinished_runs(self, finished_at: datetime) -> list[int]:

@@ -24,6 +24,7 @@ from inventory.errors import (
     DeadlineExceeded,
     InventoryError,
     NotFoundError,
+    StoreError,
     one_line,
 )
 from inventory.logs import NOTICE
@@ -39,6 +40,7 @@ FLUSH_S = 0.5  # longest an action waits in the writer before it is stored
 LONG_RUN_S = 30.0
 PROGRESS_S = 60.0
 DRAIN_S = 10.0  # after its deadline, a run's time to store what it fetched
+RECORD_S = 10.0  # the store's time to record how a run ended
 
 
 @dataclass
@@ -52,6 +54,7 @@ class SyncResult:
     duration_s: float
     error: str | None = None
     failed_images: list[int] = field(default_factory=list)
+    recorded: bool = True  # False: the store did not take its `sync_runs` row
 
     def summary(self) -> str:
         """One line for people and logs: key=value pairs."""
@@ -430,7 +433,14 @@ async def sync_account(
     """
     started = time.monotonic()
     run = SyncRun(client, store, settings)
-    run_id = await store.start_run(run.account, run.seen_at)
+    try:
+        async with asyncio.timeout(RECORD_S):
+            run_id = await store.start_run(run.account, run.seen_at)
+    except TimeoutError:
+        raise StoreError(
+            f"The store at {store.describe()} did not answer within "
+            f"{RECORD_S:.0f} s; no run was started."
+        ) from None
     deadline_s = settings.sync.deadline_s
     client.limiter.set_deadline(started + deadline_s)
     status, error = "failed", None
@@ -492,16 +502,37 @@ async def _finish(
     run.counts.requests = run.client.requests - run._requests_before
     run.counts.rate_limited = limiter.rate_limited - run._rate_limited_before
     run.counts.rate_wait_s = limiter.waited_s - run._waited_before
-    await run.store.finish_run(
+    recorded = True
+    try:
+        # Bounded: a hung store must not hold a stopped run (or the daemon's
+        # stop) for long; the run is then closed when the store answers.
+        async with asyncio.timeout(RECORD_S):
+            await run.store.finish_run(
+                run.account,
+                run_id,
+                status=status,
+                finished_at=datetime.now(UTC),
+                counts=run.counts,
+                error=error,
+            )
+    except (TimeoutError, StoreError) as exc:
+        recorded = False
+        logger.error(
+            "Run %d ended %s, but the store did not record it (%s); it is "
+            "recorded failed once the store answers",
+            run_id,
+            status,
+            exc or f"no answer within {RECORD_S:.0f} s",
+        )
+    result = SyncResult(
         run.account,
         run_id,
-        status=status,
-        finished_at=datetime.now(UTC),
-        counts=run.counts,
-        error=error,
-    )
-    result = SyncResult(
-        run.account, run_id, status, run.counts, duration_s, error, run.failed_images
+        status,
+        run.counts,
+        duration_s,
+        error,
+        run.failed_images,
+        recorded,
     )
     level = logging.INFO if status == "succeeded" else logging.WARNING
     fields = {"account": run.account, "run_id": run_id, "status": status}
