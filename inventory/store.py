@@ -169,7 +169,12 @@ class Store:
         from alembic.util.exc import CommandError
 
         try:
-            async with self.engine.begin() as conn:
+            async with self._migration_lock(), self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Held to the transaction's end: two first starts at once
+                    # would both create the tables.
+                    key = {"key": _lock_key("schema", "migrate")}
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
                 await conn.run_sync(_upgrade)
         except CommandError as exc:  # a revision this inventory does not know
             raise StoreError(
@@ -180,6 +185,23 @@ class Store:
             raise StoreError(
                 f"Could not migrate the store at {self.describe()}: {one_line(exc)}"
             ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        """On SQLite, one migration at a time across processes (an flock)."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        import fcntl
+
+        database = Path(self.engine.url.database or "inventory.db").absolute()
+        path = database.with_name(f"{database.name}.migrate.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     async def revision(self) -> str | None:
         """The schema's alembic revision, or None before the first migration."""
@@ -233,7 +255,7 @@ class Store:
     def _lock_path(self, account: str) -> Path:
         database = Path(self.engine.url.database or "inventory.db").absolute()
         safe = account if SAFE_NAME.fullmatch(account) else f"{_lock_key(account):x}"
-        return database.with_name(f"{database.name}.{safe}.lock")
+        return database.with_name(f"{database.name}.account-{safe}.lock")
 
     # Sync runs.
 
@@ -642,9 +664,10 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _lock_key(account: str) -> int:
-    """A stable signed 64-bit key for the account's advisory lock."""
-    digest = hashlib.blake2b(f"inventory.sync:{account}".encode(), digest_size=8)
+def _lock_key(name: str, purpose: str = "sync") -> int:
+    """A stable signed 64-bit key for an advisory lock: an account's sync, or
+    the schema's migration."""
+    digest = hashlib.blake2b(f"inventory.{purpose}:{name}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -394,3 +395,15 @@ async def test_a_run_overlapped_by_a_later_one_marks_none_of_its_images_deleted(
     assert await store.mark_images_deleted("default", T1, T2) == 0
     await store.upsert_images("default", [image(1)], T2)
     assert await store.mark_images_deleted("default", T2, T2) == 1
+
+
+async def test_first_migrations_at_once_all_succeed(database_url: str) -> None:
+    """Two daemons started together on an empty store."""
+    stores = [Store.open(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(store.migrate() for store in stores))
+        revisions = {await store.revision() for store in stores}
+    finally:
+        for store in stores:
+            await store.close()
+    assert len(revisions) == 1 and None not in revisions
