@@ -35,7 +35,7 @@ from inventory.config import Settings
 from inventory.errors import AccountBusy, AuthError, ConfigError, StoreError, one_line
 from inventory.metrics import Metrics
 from inventory.ratelimit import Budget
-from inventory.store import Store
+from inventory.store import AccountLock, Store
 from inventory.sync import SyncResult, plan_run, sync_account
 from inventory.web import Check, Endpoints
 
@@ -215,6 +215,7 @@ class Daemon:
         self._job: asyncio.Task[Any] | None = None
         self._hurry = asyncio.Event()
         self._held = contextlib.AsyncExitStack()  # the account's sync lock
+        self._lock: AccountLock | None = None
 
     async def start(self) -> None:
         """Serve the endpoints, wait for and migrate the store, schedule runs."""
@@ -246,7 +247,8 @@ class Daemon:
         while True:
             try:
                 lock = self.store.account_lock(self.settings.account)
-                await self._held.enter_async_context(lock)
+                self._lock = await self._held.enter_async_context(lock)
+                self.metrics.lock_held.set(1)
                 break
             except AccountBusy as exc:
                 if self.phase != "waiting for another daemon":
@@ -318,8 +320,9 @@ class Daemon:
         self._run_started = time.monotonic()
         self.metrics.running.set(1)
         try:
-            await self._close_unfinished()
-            await self._sync()
+            if await self._confirm_lock():
+                await self._close_unfinished()
+                await self._sync()
         except AuthError as exc:
             logger.error("%s The next run is on schedule.", exc)
         except Exception:
@@ -328,6 +331,26 @@ class Daemon:
             self.metrics.running.set(0)
             self._run_started = None
         await self._after_run()
+
+    async def _confirm_lock(self) -> bool:
+        """Whether this process still holds the account's lock, taking it
+        again if it was lost (its PostgreSQL connection dropped, say)."""
+        if self._lock is None:
+            return False
+        try:
+            await self._lock.confirm()
+        except AccountBusy as exc:
+            # Another daemon took it meanwhile: that one syncs; this one
+            # tries again at each trigger.
+            self.metrics.lock_held.set(0)
+            logger.warning("%s This run is skipped.", exc)
+            return False
+        except StoreError as exc:
+            self.metrics.lock_held.set(0)
+            logger.error("%s The next run is on schedule.", exc)
+            return False
+        self.metrics.lock_held.set(1)
+        return True
 
     async def _close_unfinished(self) -> None:
         closed = await self.store.close_unfinished_runs(datetime.now(UTC))

@@ -109,6 +109,11 @@ class Metrics:
             "reason",
         )
         self.running = self._gauge("sync_running", "1 while a sync run is going.")
+        self.lock_held = self._gauge(
+            "account_lock_held",
+            "1 while this process holds the account's sync lock; 0 while another "
+            "process syncs the account.",
+        )
         self.last_success = self._gauge(
             "sync_last_success_timestamp_seconds",
             "When the last succeeded run ended, in Unix seconds.",

@@ -7,6 +7,7 @@ nothing half-written; the schema comes only from the alembic migrations.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -14,7 +15,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -211,46 +212,32 @@ class Store:
     # One sync of an account at a time.
 
     @contextlib.asynccontextmanager
-    async def account_lock(self, account: str) -> AsyncIterator[None]:
+    async def account_lock(self, account: str) -> AsyncIterator[AccountLock]:
         """Hold the account's sync lock for the block, across processes.
 
         AccountBusy at once when another process holds it. PostgreSQL keeps a
         session-level advisory lock on a connection of its own; SQLite an
         flock on a file beside the database. Either ends with the process.
+        A long holder calls `confirm()` before each run: a lock can be lost
+        (its connection dropped, its file removed) without a word.
         """
+        busy = self._busy(account)
+        lock: AccountLock
         if self.dialect == "postgresql":
-            async with self._advisory_lock(account):
-                yield
+            lock = _AdvisoryLock(self.engine, _lock_key(account), busy)
         else:
-            with _file_lock(self._lock_path(account), self._busy(account)):
-                yield
+            lock = _FileLock(self._lock_path(account), busy)
+        await lock.take()
+        try:
+            yield lock
+        finally:
+            await lock.release()
 
     def _busy(self, account: str) -> AccountBusy:
         return AccountBusy(
             f"Another inventory process is syncing account {account!r} into "
             f"{self.describe()}; one at a time."
         )
-
-    @contextlib.asynccontextmanager
-    async def _advisory_lock(self, account: str) -> AsyncIterator[None]:
-        key = {"key": _lock_key(account)}
-        conn = await self.engine.connect()
-        try:
-            held = await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), key)
-            await conn.commit()  # the lock is the session's; no open transaction
-            if not held:
-                raise self._busy(account)
-            try:
-                yield
-            finally:
-                # Pooled connections live on: the lock must be let go by hand.
-                try:
-                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
-                    await conn.commit()
-                except (OSError, SQLAlchemyError):
-                    await conn.invalidate()
-        finally:
-            await conn.close()
 
     def _lock_path(self, account: str) -> Path:
         database = Path(self.engine.url.database or "inventory.db").absolute()
@@ -671,19 +658,157 @@ def _lock_key(name: str, purpose: str = "sync") -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path, busy: AccountBusy) -> Iterator[None]:
-    import fcntl  # POSIX; the container and CI are Linux
+class AccountLock(abc.ABC):
+    """An account's sync lock, held by this process."""
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    @abc.abstractmethod
+    async def take(self) -> None:
+        """Take the lock, or AccountBusy when another process holds it."""
+
+    @abc.abstractmethod
+    async def confirm(self) -> None:
+        """Make sure the lock is still held; take it again when it was lost.
+
+        AccountBusy when another process took it meanwhile; StoreError when
+        the store does not answer.
+        """
+
+    @abc.abstractmethod
+    async def release(self) -> None:
+        """Let the lock go."""
+
+
+class _AdvisoryLock(AccountLock):
+    """A PostgreSQL session-level advisory lock on a connection of its own."""
+
+    # pg_locks shows a bigint key as two unsigned halves, objsubid 1.
+    HELD = text(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+        "AND pid = pg_backend_pid() AND granted AND classid = :high "
+        "AND objid = :low AND objsubid = 1)"
+    )
+
+    def __init__(self, engine: AsyncEngine, key: int, busy: AccountBusy) -> None:
+        self._engine = engine
+        self._key = key
+        self._busy = busy
+        self._conn: AsyncConnection | None = None
+
+    async def take(self) -> None:
+        conn = await self._engine.connect()
+        try:
+            held = await conn.scalar(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
+            )
+            await conn.commit()  # the lock is the session's; no open transaction
+        except BaseException:
+            await conn.close()
+            raise
+        if not held:
+            await conn.close()
+            raise self._busy
+        self._conn = conn
+
+    async def confirm(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF
+            halves = {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
+            try:
+                held = await conn.scalar(self.HELD, halves)
+                await conn.commit()
+            except (OSError, SQLAlchemyError):  # the connection is gone
+                await _discard(conn)
+            else:
+                if held:
+                    self._conn = conn
+                    return
+                await _discard(conn)  # a session that lost its lock: not reused
+        logger.warning("The account's sync lock was lost; taking it again")
+        try:
+            await self.take()
+        except AccountBusy:
+            raise
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"Could not take the account's sync lock again: {one_line(exc)}"
+            ) from exc
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            # Pooled connections live on: the lock must be let go by hand.
+            await conn.execute(
+                text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
+            )
+            await conn.commit()
+        except (OSError, SQLAlchemyError):
+            await _discard(conn)
+            return
+        await conn.close()
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Drop a connection that failed; it must not go back to the pool."""
+    with contextlib.suppress(OSError, SQLAlchemyError):
+        await conn.invalidate()
+    with contextlib.suppress(OSError, SQLAlchemyError):
+        await conn.close()
+
+
+class _FileLock(AccountLock):
+    """An flock on a file beside the SQLite database (POSIX: the container and
+    CI are Linux)."""
+
+    def __init__(self, path: Path, busy: AccountBusy) -> None:
+        self._path = path
+        self._busy = busy
+        self._fd: int | None = None
+
+    async def take(self) -> None:
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy from None
-        yield
-    finally:
-        os.close(fd)  # closing lets the lock go
+            os.close(fd)
+            raise self._busy from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    async def confirm(self) -> None:
+        """Held while the file we lock is still the one at the path: a removed
+        lock file lets another process lock a new one."""
+        if self._fd is not None:
+            try:
+                same = os.path.samestat(os.fstat(self._fd), os.stat(self._path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            os.close(self._fd)
+            self._fd = None
+        logger.warning(
+            "The account's lock file %s was removed; taking it again", self._path
+        )
+        try:
+            await self.take()
+        except AccountBusy:
+            raise
+        except OSError as exc:
+            raise StoreError(
+                f"Could not take the account's sync lock again: {exc}"
+            ) from exc
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing lets the lock go
 
 
 def _alembic_config(connection: Connection) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from inventory.config import Settings, load_settings
@@ -104,3 +105,21 @@ def make_settings(
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
     return load_settings(environ={}, overrides=overrides, use_file=False)
+
+
+async def lose_account_lock(store: Store, database_url: str) -> None:
+    """Take the lock from under its holder, as a dropped connection or a
+    removed lock file would."""
+    if store.dialect == "sqlite":
+        Path(f"{database_url.removeprefix('sqlite:///')}.account-default.lock").unlink()
+        return
+    async with store.engine.connect() as conn:
+        terminated = await conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND "
+                "database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())"
+            )
+        )
+    assert terminated == 1

@@ -42,7 +42,11 @@ from inventory.store import RunCounts, Store
 from inventory.sync import SyncRun
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import create_postgres_database, drop_postgres_database
+from conftest import (
+    create_postgres_database,
+    drop_postgres_database,
+    lose_account_lock,
+)
 
 TOKEN = "dop_v1_" + "da3m0n" * 8
 ENDED = ("succeeded", "partial", "failed", "interrupted")
@@ -926,6 +930,40 @@ async def test_a_second_daemon_on_the_account_waits_until_the_first_stops(
     ordered = sorted(rows, key=lambda row: row["started_at"])
     for before, after in itertools.pairwise(ordered):
         assert before["finished_at"] <= after["started_at"]
+
+
+async def test_a_daemon_that_lost_its_lock_stands_back_until_it_has_it_again(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its PostgreSQL connection dropped (or its lock file was removed), and
+    another process took the lock: this daemon must not sync beside it."""
+    sim = simulator()
+    async with sim.serve() as base_url:
+        settings = settings_for(
+            tmp_path, base_url, database_url, daemon={"interval_s": 0.2}
+        )
+        async with reading(database_url) as store, running(settings) as daemon:
+            await eventually(runs_where(store, succeeded(1)))
+            await lose_account_lock(store, database_url)
+            async with store.account_lock("default"):
+
+                async def stood_back() -> bool:
+                    """the daemon to see its lock taken"""
+                    samples = parse_metrics(daemon.exposition().decode())
+                    return value(samples, "inventory_account_lock_held") == 0.0
+
+                await eventually(stood_back)
+                before = len(await runs_of(store))
+                await asyncio.sleep(1.0)  # five triggers
+                assert len(await runs_of(store)) == before
+            rows = await eventually(runs_where(store, succeeded(before + 1)))
+            samples = parse_metrics(daemon.exposition().decode())
+
+    assert value(samples, "inventory_account_lock_held") == 1.0
+    assert "This run is skipped." in caplog.text
+    ordered = sorted(rows, key=lambda row: row["started_at"])
+    for earlier, later in itertools.pairwise(ordered):
+        assert earlier["finished_at"] <= later["started_at"]
 
 
 async def _async(value: bool) -> bool:

@@ -16,7 +16,7 @@ from inventory.records import parse_action, parse_image
 from inventory.store import RunCounts, Store
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, lose_account_lock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
@@ -372,6 +372,42 @@ async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
                 pass
         async with other.account_lock("default"):
             pass
+    finally:
+        await other.close()
+
+
+async def test_a_lost_account_lock_is_taken_again_before_the_next_run(
+    store: Store, database_url: str
+) -> None:
+    other = Store.open(database_url)
+    try:
+        async with store.account_lock("default") as lock:
+            await lock.confirm()  # held: nothing to do
+            await lose_account_lock(store, database_url)
+            await lock.confirm()
+            with pytest.raises(AccountBusy):
+                async with other.account_lock("default"):
+                    pass
+        async with other.account_lock("default"):
+            pass
+    finally:
+        await other.close()
+
+
+async def test_a_lost_account_lock_another_process_took_says_so(
+    store: Store, database_url: str
+) -> None:
+    other = Store.open(database_url)
+    try:
+        async with store.account_lock("default") as lock:
+            await lose_account_lock(store, database_url)
+            async with other.account_lock("default"):
+                with pytest.raises(AccountBusy, match="one at a time"):
+                    await lock.confirm()
+            await lock.confirm()  # the other let go: ours again
+            with pytest.raises(AccountBusy):
+                async with other.account_lock("default"):
+                    pass
     finally:
         await other.close()
 
