@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from sqlalchemy.engine import URL, make_url
@@ -52,6 +53,25 @@ YEAR_S = 366 * 86400.0
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """TOML has types: `interval_s = true` or `migrate = 1` is a typo, not
+        1 s or yes. (Environment values are strings, and coerced.)"""
+        field = cls.model_fields[info.field_name or ""]
+        wants_bool = field.annotation is bool or bool in get_args(field.annotation)
+        if isinstance(value, bool) and not wants_bool:
+            numeric = {int, float} & {field.annotation, *get_args(field.annotation)}
+            kind = "a number" if numeric else "a string"
+            raise ValueError(f"must be {kind}, not {str(value).lower()}")
+        if (
+            wants_bool
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            raise ValueError("must be true or false")
+        return value
 
 
 class APISettings(_Section):
@@ -302,5 +322,7 @@ def _describe(exc: ValidationError) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "is not a known setting"
+        elif error["type"] == "value_error":  # our validators' own words
+            message = message.removeprefix("Value error, ")
         problems.append(f"{key}: {message}")
     return "Invalid configuration: " + "; ".join(problems) + "."

@@ -92,7 +92,7 @@ def test_a_missing_token_says_how_to_give_one() -> None:
     [
         ("[sync]\nconcurrency = 0\n", "sync.concurrency: Input should be greater"),
         ("[sync]\nactions_for = 'some'\n", "sync.actions_for: Input should be"),
-        ("[api]\nurl = 'ftp://x'\n", "api.url: Value error, must start with http"),
+        ("[api]\nurl = 'ftp://x'\n", "api.url: must start with http"),
         ("[api]\nper_page = 500\n", "api.per_page: Input should be less than"),
         ("[sync]\nconcurency = 3\n", "sync.concurency: is not a known setting"),
         ("[store]\nurl = 'mysql://x/y'\n", "only sqlite:/// and postgresql://"),
@@ -105,6 +105,17 @@ def test_a_missing_token_says_how_to_give_one() -> None:
         ("[rate_limit]\ntime_scale = 1e-300\n", "rate_limit.time_scale: Input"),
         ("[daemon]\ninterval_s = 1e12\n", "daemon.interval_s: Input should be less"),
         ("[sync]\ndeadline_s = nan\n", "sync.deadline_s: Input should be a finite"),
+        (
+            "[daemon]\ninterval_s = true\n",
+            "daemon.interval_s: must be a number, not true",
+        ),
+        (
+            "[rate_limit]\nper_minute = false\n",
+            "per_minute: must be a number, not false",
+        ),
+        ("account = true\n", "account: must be a string, not true"),
+        ("[store]\nmigrate = 1\n", "store.migrate: must be true or false"),
+        ("[sync]\nprivate = 0\n", "sync.private: must be true or false"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(
