@@ -393,10 +393,16 @@ class Store:
         if not latest:
             return counts
         async with self.engine.begin() as conn:
-            known = await self._known(conn, IMAGES, account, latest)
+            stored = await self._known(
+                conn, IMAGES, account, latest, IMAGES.c.deleted_at
+            )
+            known = {id: row.raw for id, row in stored.items()}
+            gone = {id for id, row in stored.items() if row.deleted_at is not None}
             fresh = [i for i in latest.values() if known.get(i.id, _MISSING) != i.raw]
-            counts.added = sum(1 for i in fresh if i.id not in known)
-            counts.updated = len(fresh) - counts.added
+            # One that a listing missed and this one has again is back: added,
+            # as it was counted removed.
+            counts.added = sum(1 for i in latest if i not in known or i in gone)
+            counts.updated = sum(1 for i in fresh if i.id in known and i.id not in gone)
             rows = [_image_row(account, image, seen_at) for image in latest.values()]
             await conn.execute(self._upsert_images, rows)
             await self._replace_regions(conn, account, fresh)
@@ -489,7 +495,8 @@ class Store:
         if not latest:
             return counts
         async with self.engine.begin() as conn:
-            known = await self._known(conn, IMAGE_ACTIONS, account, latest)
+            stored = await self._known(conn, IMAGE_ACTIONS, account, latest)
+            known = {id: row.raw for id, row in stored.items()}
             for action_id, (_, action) in latest.items():
                 before = known.get(action_id, _MISSING)
                 if before is _MISSING:
@@ -562,18 +569,23 @@ class Store:
         return dialect.insert(table)
 
     async def _known(
-        self, conn: AsyncConnection, table: Any, account: str, keys: Iterable[int]
+        self,
+        conn: AsyncConnection,
+        table: Any,
+        account: str,
+        keys: Iterable[int],
+        *columns: Any,
     ) -> dict[int, Any]:
-        """The stored `raw` of each key that exists already."""
+        """The stored `raw` (and `columns`) of each key that exists already."""
         known: dict[int, Any] = {}
         async with self._planned_for_keys(conn):
             for chunk in _chunks(list(keys), KEY_CHUNK):
                 result = await conn.execute(
-                    select(table.c.id, table.c.raw).where(
+                    select(table.c.id, table.c.raw, *columns).where(
                         and_(table.c.account == account, table.c.id.in_(chunk))
                     )
                 )
-                known.update({row.id: row.raw for row in result})
+                known.update({row.id: row for row in result})
         return known
 
     @contextlib.asynccontextmanager

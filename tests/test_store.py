@@ -420,6 +420,25 @@ async def test_a_store_from_a_newer_inventory_is_one_clear_error(store: Store) -
         await store.migrate()
 
 
+async def test_an_image_one_listing_missed_is_counted_added_when_it_is_back(
+    store: Store,
+) -> None:
+    """Counted removed when a complete listing lacked it, then added again, so
+    the runs' figures add up to what the store holds."""
+    await store.upsert_images("default", [image(1), image(2)], T0)
+    assert await store.mark_images_deleted("default", T1, T1) == 2
+    changed = image(2, name="renamed while gone")
+
+    counts = await store.upsert_images("default", [image(1), changed], T2)
+
+    assert (counts.seen, counts.added, counts.updated) == (2, 2, 0)
+    stored = await rows(store, ImageRow.__table__)
+    assert [row["deleted_at"] for row in stored] == [None, None]
+    assert [row["name"] for row in stored] == ["image 1", "renamed while gone"]
+    again = await store.upsert_images("default", [image(1), changed], T2)
+    assert (again.added, again.updated) == (0, 0)
+
+
 async def test_a_run_overlapped_by_a_later_one_marks_none_of_its_images_deleted(
     store: Store,
 ) -> None:
