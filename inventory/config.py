@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -91,8 +92,25 @@ class APISettings(_Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        """A base URL: scheme, host, perhaps a gateway's path; no more."""
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not carry a user or password; the token goes in "
+                "DIGITALOCEAN_TOKEN"
+            )
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must not carry a query (?) or fragment (#)")
+        if not parts.hostname:
+            raise ValueError("names no host")
+        try:
+            parts.port  # noqa: B018 (it checks the port)
+        except ValueError:
+            raise ValueError("has a port outside 0-65535") from None
+        if parts.path.rstrip("/").endswith("/v2"):
+            raise ValueError("is the base URL, without /v2")
         return value.rstrip("/")
 
 
@@ -181,13 +199,12 @@ class Settings(_Section):
 
     def token(self) -> str:
         """The API token, read from the setting or its file; ConfigError if none."""
-        if self.api.token is not None and self.api.token.get_secret_value():
-            return _checked_token(
-                self.api.token.get_secret_value().strip(), "api.token"
-            )
+        if self.api.token is not None and self.api.token.get_secret_value().strip():
+            token = self.api.token.get_secret_value().strip()
+            return self._checked_token(token, "api.token")
         if self.api.token_file is not None:
             token = _read_token_file(self.api.token_file)
-            return _checked_token(token, "api.token_file")
+            return self._checked_token(token, "api.token_file")
         raise ConfigError(
             "No DigitalOcean token: set DIGITALOCEAN_TOKEN, or DIGITALOCEAN_TOKEN_FILE "
             "to a file holding it (a read-only token with the image:read scope)."
@@ -197,18 +214,24 @@ class Settings(_Section):
         """The store's URL, with an async driver chosen for the user."""
         return database_url(self.store.url)
 
+    def _checked_token(self, token: str, key: str) -> str:
+        """A token fit for an HTTP header, and nowhere else.
 
-def _checked_token(token: str, key: str) -> str:
-    """A token fit for an HTTP header: no spaces nor control characters inside.
-
-    The message never shows the token, nor the offending character's place.
-    """
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise ConfigError(
-            f"{key}: the DigitalOcean token holds a space, line break or control "
-            "character; copy it again."
-        )
-    return token
+        No spaces nor control characters inside, and not in `api.url`, whence
+        it would reach messages, `sync_runs` and the logs' URLs. The message
+        never shows the token, nor the offending character's place.
+        """
+        if any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ConfigError(
+                f"{key}: the DigitalOcean token holds a space, line break or "
+                "control character; copy it again."
+            )
+        if len(token) >= 8 and token in self.api.url:  # shorter is no secret
+            raise ConfigError(
+                "api.url holds the DigitalOcean token: give the API's base URL "
+                "alone, and the token in DIGITALOCEAN_TOKEN."
+            )
+        return token
 
 
 def load_settings(

@@ -20,13 +20,25 @@ JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 NOTICE = {"notice": True}
 
 
+# Shorter values are no real secret, and replacing them mangles text.
+MIN_SECRET = 8
+
 # Secrets learnt after set-up (a token file rotated under a running daemon).
 _learnt: set[str] = set()
 
 
 def keep_secret(secret: str) -> None:
-    """Redact `secret` from every log line from now on."""
+    """Redact `secret` from every log line from now on, and from `redact`."""
     _learnt.add(secret)
+
+
+def redact(text: str) -> str:
+    """`text` with every secret learnt so far replaced by `***`: for what goes
+    elsewhere than a log line (a run's error in `sync_runs`, its summary)."""
+    for secret in _learnt:
+        if len(secret) >= MIN_SECRET:
+            text = text.replace(secret, "***")
+    return text
 
 
 class RedactSecrets(logging.Filter):
@@ -38,8 +50,7 @@ class RedactSecrets(logging.Filter):
 
     @property
     def secrets(self) -> list[str]:
-        # Shorter values are no real secret, and replacing them mangles text.
-        return [s for s in {*self._given, *_learnt} if len(s) >= 8]
+        return [s for s in {*self._given, *_learnt} if len(s) >= MIN_SECRET]
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = self.secrets

@@ -27,7 +27,7 @@ from inventory.errors import (
     StoreError,
     one_line,
 )
-from inventory.logs import NOTICE
+from inventory.logs import NOTICE, redact
 from inventory.records import Action, Image, PayloadError, parse_action, parse_image
 from inventory.store import RunCounts, Store
 
@@ -498,6 +498,8 @@ async def _finish(
     run: SyncRun, run_id: int, status: str, error: str | None, duration_s: float
 ) -> SyncResult:
     await run.settle_writes(DRAIN_S)  # its counts belong to the run
+    if error is not None:
+        error = redact(error)  # it goes to the store and the summary
     limiter = run.client.limiter
     run.counts.requests = run.client.requests - run._requests_before
     run.counts.rate_limited = limiter.rate_limited - run._rate_limited_before

@@ -82,6 +82,23 @@ def test_a_token_unfit_for_a_header_is_one_line_without_the_token(
         assert TOKEN[:10] not in str(raised.value)
 
 
+def test_a_token_of_blanks_is_no_token() -> None:
+    environ = {"DIGITALOCEAN_TOKEN": "   "}
+    with pytest.raises(ConfigError, match="No DigitalOcean token"):
+        load_settings(environ=environ, use_file=False).token()
+
+
+def test_a_token_inside_the_api_url_is_refused_without_showing_it() -> None:
+    environ = {
+        "DIGITALOCEAN_TOKEN": TOKEN,
+        "DIGITALOCEAN_API_URL": f"http://gateway.test/{TOKEN}",
+    }
+    settings = load_settings(environ=environ, use_file=False)
+    with pytest.raises(ConfigError, match="api.url holds the DigitalOcean token") as e:
+        settings.token()
+    assert TOKEN not in str(e.value)
+
+
 def test_a_missing_token_says_how_to_give_one() -> None:
     with pytest.raises(ConfigError, match="DIGITALOCEAN_TOKEN"):
         load_settings(environ={}).token()
@@ -93,6 +110,11 @@ def test_a_missing_token_says_how_to_give_one() -> None:
         ("[sync]\nconcurrency = 0\n", "sync.concurrency: Input should be greater"),
         ("[sync]\nactions_for = 'some'\n", "sync.actions_for: Input should be"),
         ("[api]\nurl = 'ftp://x'\n", "api.url: must start with http"),
+        ("[api]\nurl = 'http://u:pw@do.test'\n", "api.url: must not carry a user"),
+        ("[api]\nurl = 'http://do.test/?t=1'\n", "api.url: must not carry a query"),
+        ("[api]\nurl = 'http://do.test/v2/'\n", "api.url: is the base URL, without"),
+        ("[api]\nurl = 'http://:80'\n", "api.url: names no host"),
+        ("[api]\nurl = 'http://do.test:99999'\n", "api.url: has a port outside"),
         ("[api]\nper_page = 500\n", "api.per_page: Input should be less than"),
         ("[sync]\nconcurency = 3\n", "sync.concurency: is not a known setting"),
         ("[store]\nurl = 'mysql://x/y'\n", "only sqlite:/// and postgresql://"),

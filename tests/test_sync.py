@@ -21,7 +21,7 @@ from inventory.store import Store
 from inventory.sync import SyncResult, images_needing_actions, sync_account
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import EXAMPLES, make_settings
+from conftest import EXAMPLES, TOKEN, make_settings
 from fakeapi import FakeAPI, serve_fake_api
 
 NO_LIMITS = {"rate_per_minute": None, "rate_per_hour": None}
@@ -228,6 +228,23 @@ async def test_a_listing_that_breaks_on_page_3_marks_nothing_deleted(
     assert "answered HTTP 502" in (result.error or "")
     assert result.counts.images_removed == 0
     assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None] * 3
+
+
+async def test_an_error_that_echoes_the_token_reaches_neither_store_nor_summary(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    """A proxy in the way may quote the request back; the token stays out."""
+    settings = make_settings(api.url, database_url, api={"max_retries": 0})
+    echoed = {"id": "bad_gateway", "message": f"refused Bearer {TOKEN}"}
+    api.get("/v2/images?per_page=200", status=502, payload=echoed)
+
+    result = await sync(settings, store)
+
+    assert result.status == "failed"
+    assert "refused Bearer ***" in (result.error or "")
+    assert TOKEN not in result.summary()
+    [row] = await store.recent_runs("default")
+    assert TOKEN not in str(row)
 
 
 async def test_an_image_gone_upstream_is_marked_deleted_and_keeps_its_actions(
