@@ -1,5 +1,5 @@
 """`python -m inventory`: the same as the `inventory` command."""
 
-from inventory.cli import main
+from inventory.entry import main
 
 main()
