@@ -212,6 +212,8 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
     try:
         if migrate:
             await store.migrate()
+        else:
+            await store.require_schema()
         async with (
             store.account_lock(settings.account),
             open_client(settings) as client,

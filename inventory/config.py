@@ -276,6 +276,11 @@ def database_url(raw: str) -> URL:
                 "store.url names an in-memory SQLite database, which keeps "
                 "nothing; give a file: sqlite:///inventory.db."
             )
+        if Path(url.database).is_dir():
+            raise ConfigError(
+                f"store.url names the directory {url.database}; give a file in "
+                f"it: sqlite:///{Path(url.database) / 'inventory.db'}."
+            )
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return _asyncpg_url(url)

@@ -224,6 +224,8 @@ class Daemon:
         await wait_for_store(self.store, daemon.store_wait_s)
         if self.migrate:
             await self.store.migrate()
+        else:
+            await self.store.require_schema()
         await self._take_account_lock()
         await self._tidy_runs()
         await self._recall_last_success()

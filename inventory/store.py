@@ -204,6 +204,25 @@ class Store:
         finally:
             os.close(fd)
 
+    async def require_schema(self) -> None:
+        """StoreError unless the store was migrated: for runs told not to
+        migrate. Creates nothing, not even an empty SQLite file."""
+        missing = StoreError(
+            f"The store at {self.describe()} has no schema yet: run "
+            "`inventory migrate` first, or leave out --no-migrate."
+        )
+        if self.dialect == "sqlite":
+            if not Path(self.engine.url.database or "").is_file():
+                raise missing
+        try:
+            revision = await self.revision()
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"The store at {self.describe()} does not answer: {one_line(exc)}"
+            ) from exc
+        if revision is None:
+            raise missing
+
     async def revision(self) -> str | None:
         """The schema's alembic revision, or None before the first migration."""
         async with self.engine.connect() as conn:

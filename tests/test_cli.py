@@ -201,6 +201,19 @@ async def test_a_store_without_its_schema_says_to_migrate(
     assert code == 1
     assert_one_line_without_traceback(err)
     assert "run `inventory migrate` first" in err
+    assert list(tmp_path.iterdir()) == []  # no empty store, no lock file
+
+
+async def test_a_directory_is_no_sqlite_store(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    for command in (["migrate"], ["query", "SELECT 1"]):
+        code, _, err = await inventory(
+            *command, "--database", "sqlite:///data", cwd=tmp_path
+        )
+        assert code == 2
+        assert_one_line_without_traceback(err)
+        assert "names the directory data; give a file in it" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]
 
 
 async def test_a_failed_sync_says_so_once(api: str, tmp_path: Path) -> None:
