@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 JOB_ID = "sync"
 STORE_PING_S = 3.0  # how long /readyz waits for the store's answer
 STORE_RETRY_MAX_S = 5.0
-FINISH_S = 10.0  # for a cancelled run to record itself `interrupted`
+HURRY_S = 1.0  # what is left of FINISH_S after a second signal
+FINISH_S = 5.0  # after the grace: the cancelled run's record, the lock, the pool
 OVERDUE_S = 60.0  # a run this long past its deadline means the deadline failed
 LOCK_RETRY_S = 5.0  # how often a daemon waiting for the account lock asks again
 CRON_SAMPLES = 24  # triggers looked at to learn a cron schedule's gaps
@@ -214,6 +216,8 @@ class Daemon:
         self._run_started: float | None = None
         self._job: asyncio.Task[Any] | None = None
         self._hurry = asyncio.Event()
+        self._let_go = False  # the stop stopped waiting for a hung store
+        self._hurried_at: float | None = None  # when a second signal came
         self._held = contextlib.AsyncExitStack()  # the account's sync lock
         self._lock: AccountLock | None = None
 
@@ -309,6 +313,10 @@ class Daemon:
                 self._run = asyncio.create_task(self._sync_once(), name="sync-run")
                 # wait(), not await: a cancelled run must not end the job.
                 await asyncio.wait({self._run})
+        except asyncio.CancelledError:
+            if self.phase == "running":
+                raise
+            # Let go by a stop whose store hung: no job failure to report.
         finally:
             self._job = None
 
@@ -494,34 +502,77 @@ class Daemon:
     # Stopping.
 
     def hurry(self) -> None:
-        """Cut the grace period short: cancel a running sync now."""
+        """Cut the grace short, and what follows it to HURRY_S: a running
+        sync is cancelled now, and has a moment to record itself."""
+        if self._hurried_at is None:
+            self._hurried_at = time.monotonic()
         self._hurry.set()
 
     async def stop(self) -> None:
-        """No new run; the running one gets its grace; then release everything."""
+        """No new run; the running one gets its grace; then release everything.
+
+        After the grace, everything else (the cancelled run recording itself,
+        the lock, the store's connections) shares FINISH_S, and a second
+        signal cuts it short: a store that hangs cannot hold the stop.
+        """
         if self.phase in ("stopping", "stopped"):
             return
         self.phase = "stopping"
         if self.scheduler.running:
             self.scheduler.pause()
-        await self._end_run(self.settings.daemon.grace_s)
+        await self._grace(self.settings.daemon.grace_s)
+        finish_by = time.monotonic() + FINISH_S
+        run = self._run
+        if run is not None and not run.done():
+            logger.warning("Cancelling the running sync; it is recorded interrupted")
+            run.cancel()
+            await self._bounded(asyncio.wait({run}), finish_by)
         if self._job is not None:
-            await asyncio.wait({self._job}, timeout=FINISH_S)
+            await self._bounded(asyncio.wait({self._job}), finish_by)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # the asyncio scheduler shuts down on the loop
         await self.endpoints.stop()
-        with contextlib.suppress(StoreError, SQLAlchemyError, OSError, TimeoutError):
-            async with asyncio.timeout(FINISH_S):
-                await self._close_unfinished()
-        with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
-            async with asyncio.timeout(FINISH_S):
-                await self._held.aclose()
-        await self.store.close()
+        await self._bounded(self._close_unfinished(), finish_by)
+        await self._bounded(self._held.aclose(), finish_by)
+        # The pool's connections get a moment even when the rest took it all;
+        # a close cut short is no error worth a traceback in the log.
+        logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+        await self._bounded(self.store.close(), max(finish_by, time.monotonic() + 1))
         self.phase = "stopped"
         logger.info("Daemon stopped")
 
-    async def _end_run(self, grace_s: float) -> None:
+    async def _bounded(self, step: Awaitable[Any], finish_by: float) -> None:
+        """Await a step of the stop until `finish_by` or a second signal; a
+        step that fails or overstays is let go (the log says which)."""
+        task = asyncio.ensure_future(step)
+        while not task.done() and (left_s := self._left_s(finish_by)) > 0:
+            waiting = {task}
+            if self._hurried_at is None:
+                waiting.add(asyncio.create_task(self._hurry.wait()))
+            try:
+                await asyncio.wait(
+                    waiting, timeout=left_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for other in waiting - {task}:
+                    other.cancel()
+        if not task.done():
+            task.cancel()
+            if not self._let_go:
+                logger.warning("Stopping without waiting longer for the store")
+                self._let_go = True
+            return
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            logger.warning("While stopping: %s", one_line(failure))
+
+    def _left_s(self, finish_by: float) -> float:
+        if self._hurried_at is not None:
+            finish_by = min(finish_by, self._hurried_at + HURRY_S)
+        return finish_by - time.monotonic()
+
+    async def _grace(self, grace_s: float) -> None:
         run = self._run
         if run is None or run.done():
             return
@@ -533,11 +584,6 @@ class Daemon:
             )
         finally:
             hurry.cancel()
-        if run.done():
-            return
-        logger.warning("Cancelling the running sync; it is recorded interrupted")
-        run.cancel()
-        await asyncio.wait({run}, timeout=FINISH_S)
 
 
 async def serve(settings: Settings, *, migrate: bool = True) -> int:
@@ -562,7 +608,13 @@ async def serve(settings: Settings, *, migrate: bool = True) -> int:
         await daemon.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        # What a hung store left behind fails as the loop closes: expected now.
+        loop.set_exception_handler(_after_stop)
     return 0
+
+
+def _after_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    logger.debug("After the stop: %s", context.get("exception") or context["message"])
 
 
 async def _until_stopped(daemon: Daemon, stopping: asyncio.Event) -> None:

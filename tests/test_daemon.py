@@ -26,7 +26,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from tcpproxy import serve_proxy
 
 from inventory.config import Settings, load_settings
 from inventory.daemon import (
@@ -458,6 +460,43 @@ async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
     ]
     assert 0.3 <= stop_s < 2.3
     assert value(samples, "inventory_sync_runs_total", status="interrupted") == 1.0
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+async def test_stop_is_bounded_when_the_store_hangs_mid_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_signal: bool
+) -> None:
+    """The store stops answering (a partition, a stopped server): the stop
+    still takes its grace plus FINISH_S at most, and a second signal less."""
+    monkeypatch.setattr("inventory.daemon.FINISH_S", 2.0)
+    url = make_url(await create_postgres_database())
+    try:
+        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            proxied = url.set(host="127.0.0.1", port=proxy.port)
+            database_url = proxied.render_as_string(hide_password=False)
+            sim = simulator(latency_s=0.05, images=200)
+            async with sim.serve() as base_url:
+                settings = settings_for(
+                    tmp_path, base_url, database_url, daemon={"grace_s": 0.5}
+                )
+                daemon = Daemon(settings)
+                await daemon.start()
+                async with reading(database_url) as store:
+                    await eventually(runs_where(store, a_run_started))
+                await asyncio.sleep(0.3)
+                proxy.pause()
+                started = time.monotonic()
+                stopping = asyncio.create_task(daemon.stop())
+                if second_signal:
+                    await asyncio.sleep(0.1)
+                    daemon.hurry()
+                await asyncio.wait_for(stopping, 30)
+                stop_s = time.monotonic() - started
+    finally:
+        await drop_postgres_database(url.render_as_string(hide_password=False))
+
+    assert daemon.phase == "stopped"
+    assert stop_s < (2.5 if second_signal else 0.5 + 2.0 + 2.0), stop_s
 
 
 async def test_stop_lets_a_run_that_ends_within_its_grace_finish(
