@@ -415,6 +415,7 @@ class Store:
             stored = await self._known(
                 conn, IMAGES, account, latest, IMAGES.c.deleted_at
             )
+            _drop_newer(latest, stored, seen_at)
             known = {id: row.raw for id, row in stored.items()}
             gone = {id for id, row in stored.items() if row.deleted_at is not None}
             fresh = [i for i in latest.values() if known.get(i.id, _MISSING) != i.raw]
@@ -423,7 +424,8 @@ class Store:
             counts.added = sum(1 for i in latest if i not in known or i in gone)
             counts.updated = sum(1 for i in fresh if i.id in known and i.id not in gone)
             rows = [_image_row(account, image, seen_at) for image in latest.values()]
-            await conn.execute(self._upsert_images, rows)
+            if rows:
+                await conn.execute(self._upsert_images, rows)
             await self._replace_regions(conn, account, fresh)
         return counts
 
@@ -437,7 +439,14 @@ class Store:
             (IMAGES.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
             else_=IMAGES.c.updated_at,
         )
-        return stmt.on_conflict_do_update(index_elements=["account", "id"], set_=values)
+        # A run that saw the image earlier (one that lost its lock and
+        # overlapped a newer run) neither overwrites the newer copy nor moves
+        # `last_seen_at` back, where the newer run's deletions would take it.
+        return stmt.on_conflict_do_update(
+            index_elements=["account", "id"],
+            set_=values,
+            where=IMAGES.c.last_seen_at <= excluded.last_seen_at,
+        )
 
     async def _replace_regions(
         self, conn: AsyncConnection, account: str, images: Sequence[Image]
@@ -515,6 +524,7 @@ class Store:
             return counts
         async with self.engine.begin() as conn:
             stored = await self._known(conn, IMAGE_ACTIONS, account, latest)
+            _drop_newer(latest, stored, seen_at)
             known = {id: row.raw for id, row in stored.items()}
             for action_id, (_, action) in latest.items():
                 before = known.get(action_id, _MISSING)
@@ -526,7 +536,8 @@ class Store:
                 _action_row(account, image_id, action, seen_at)
                 for image_id, action in latest.values()
             ]
-            await conn.execute(self._upsert_actions, rows)
+            if rows:
+                await conn.execute(self._upsert_actions, rows)
         return counts
 
     def _upsert_actions_statement(self) -> Any:
@@ -540,7 +551,11 @@ class Store:
             (IMAGE_ACTIONS.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
             else_=IMAGE_ACTIONS.c.updated_at,
         )
-        return stmt.on_conflict_do_update(index_elements=["account", "id"], set_=values)
+        return stmt.on_conflict_do_update(
+            index_elements=["account", "id"],
+            set_=values,
+            where=IMAGE_ACTIONS.c.last_seen_at <= excluded.last_seen_at,
+        )
 
     # Read-only queries, for `inventory query`.
 
@@ -595,14 +610,15 @@ class Store:
         keys: Iterable[int],
         *columns: Any,
     ) -> dict[int, Any]:
-        """The stored `raw` (and `columns`) of each key that exists already."""
+        """The stored `raw`, `last_seen_at` (and `columns`) of each key that
+        exists already."""
         known: dict[int, Any] = {}
         async with self._planned_for_keys(conn):
             for chunk in _chunks(list(keys), KEY_CHUNK):
                 result = await conn.execute(
-                    select(table.c.id, table.c.raw, *columns).where(
-                        and_(table.c.account == account, table.c.id.in_(chunk))
-                    )
+                    select(
+                        table.c.id, table.c.raw, table.c.last_seen_at, *columns
+                    ).where(and_(table.c.account == account, table.c.id.in_(chunk)))
                 )
                 known.update({row.id: row for row in result})
         return known
@@ -625,6 +641,17 @@ class Store:
 
 
 _MISSING: Any = object()
+
+
+def _drop_newer(
+    latest: dict[int, Any], stored: dict[int, Any], seen_at: datetime
+) -> None:
+    """Leave out what a newer run saw already: a run that lost its lock and
+    overlapped the next one must not write its older copy over the newer.
+    Counted seen, neither added nor updated, as nothing of it is written."""
+    for id, row in stored.items():
+        if row.last_seen_at > seen_at:
+            del latest[id]
 
 
 def _image_row(account: str, image: Image, seen_at: datetime) -> dict[str, Any]:

@@ -452,6 +452,41 @@ async def test_a_run_overlapped_by_a_later_one_marks_none_of_its_images_deleted(
     assert await store.mark_images_deleted("default", T2, T2) == 1
 
 
+async def test_an_older_run_writing_late_leaves_a_newer_run_s_copy_alone(
+    store: Store,
+) -> None:
+    """Run A (T0) lost its lock mid-run and B (T1) synced beside it: A's late
+    writes neither overwrite B's copy nor move `last_seen_at` back, where
+    B's deletions would take B's images."""
+    await store.upsert_images("default", [image(1, name="new", regions=["ams3"])], T1)
+    await store.upsert_actions(
+        "default", [(1, parse_action({"id": 5, "status": "completed"}))], T1
+    )
+    before = (
+        await rows(store, ImageRow.__table__),
+        await rows(store, ImageRegionRow.__table__),
+        await rows(store, ImageActionRow.__table__),
+    )
+
+    old = image(1, name="old", regions=["nyc3"])
+    images = await store.upsert_images("default", [old, image(2)], T0)
+    actions = await store.upsert_actions(
+        "default", [(1, parse_action({"id": 5, "status": "in-progress"}))], T0
+    )
+
+    assert (images.seen, images.added, images.updated) == (2, 1, 0)
+    assert (actions.seen, actions.added, actions.updated) == (1, 0, 0)
+    stored = await rows(store, ImageRow.__table__)
+    assert stored[0] == before[0][0]
+    assert await rows(store, ImageRegionRow.__table__) == before[1]
+    assert await rows(store, ImageActionRow.__table__) == before[2]
+    assert await store.mark_images_deleted("default", T1, T2) == 1  # image 2 only
+    assert [row["deleted_at"] for row in await rows(store, ImageRow.__table__)] == [
+        None,
+        T2,
+    ]
+
+
 async def test_first_migrations_at_once_all_succeed(database_url: str) -> None:
     """Two daemons started together on an empty store."""
     stores = [Store.open(database_url) for _ in range(3)]
