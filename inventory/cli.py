@@ -215,7 +215,7 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
         else:
             await store.require_schema()
         async with (
-            store.account_lock(settings.account),
+            store.account_lock(settings.account) as lock,
             open_client(settings) as client,
         ):
             # Holding the lock, any run still `running` is a dead process's.
@@ -223,7 +223,7 @@ async def _sync(settings: Settings, *, migrate: bool) -> int:
             finished: list[SyncResult] = []
             try:
                 result = await sync_account(
-                    client, store, settings, on_result=finished.append
+                    client, store, settings, on_result=finished.append, lock=lock
                 )
             except asyncio.CancelledError:
                 # Stopped by Ctrl-C or SIGTERM: its summary all the same.

@@ -377,7 +377,11 @@ class Daemon:
             self.metrics.api.watch(client)
             try:
                 return await sync_account(
-                    client, self.store, self.settings, on_result=self._record
+                    client,
+                    self.store,
+                    self.settings,
+                    on_result=self._record,
+                    lock=self._lock,
                 )
             finally:
                 self.metrics.api.unwatch(client)

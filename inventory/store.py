@@ -768,7 +768,9 @@ class _AdvisoryLock(AccountLock):
         self._conn = conn
 
     async def confirm(self) -> None:
-        conn, self._conn = self._conn, None
+        # The connection stays ours until the answer: a check cancelled midway
+        # (the run it watched ended) must not drop a session holding the lock.
+        conn = self._conn
         if conn is not None:
             unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF
             halves = {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
@@ -776,12 +778,11 @@ class _AdvisoryLock(AccountLock):
                 held = await conn.scalar(self.HELD, halves)
                 await conn.commit()
             except (OSError, SQLAlchemyError):  # the connection is gone
-                await _discard(conn)
-            else:
-                if held:
-                    self._conn = conn
-                    return
-                await _discard(conn)  # a session that lost its lock: not reused
+                held = False
+            if held:
+                return
+            self._conn = None
+            await _discard(conn)  # gone, or a session that lost its lock
         logger.warning("The account's sync lock was lost; taking it again")
         try:
             await self.take()

@@ -19,6 +19,7 @@ from typing import Any
 from inventory.client import DigitalOceanClient
 from inventory.config import Settings, SyncSettings
 from inventory.errors import (
+    AccountBusy,
     APIError,
     AuthError,
     DeadlineExceeded,
@@ -29,7 +30,7 @@ from inventory.errors import (
 )
 from inventory.logs import NOTICE, redact
 from inventory.records import Action, Image, PayloadError, parse_action, parse_image
-from inventory.store import RunCounts, Store
+from inventory.store import AccountLock, RunCounts, Store
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ LONG_RUN_S = 30.0
 PROGRESS_S = 60.0
 DRAIN_S = 10.0  # after its deadline, a run's time to store what it fetched
 RECORD_S = 10.0  # the store's time to record how a run ended
+LOCK_CHECK_S = 2.0  # how often a run makes sure it still holds the account's lock
 
 
 @dataclass
@@ -425,11 +427,14 @@ async def sync_account(
     settings: Settings,
     *,
     on_result: Callable[[SyncResult], None] | None = None,
+    lock: AccountLock | None = None,
 ) -> SyncResult:
     """Run one sync of the configured account and record it in `sync_runs`.
 
     `on_result` receives the result once it is recorded, also when the run
     then raises (a rejected token, a cancellation), so callers can count it.
+    With the account's `lock`, the run checks every LOCK_CHECK_S that it
+    still holds it, and stops `interrupted` when another process took it.
     """
     started = time.monotonic()
     run = SyncRun(client, store, settings)
@@ -449,8 +454,11 @@ async def sync_account(
         # budgets and the store alike.
         async with asyncio.timeout(deadline_s):
             await _log_plan(store, settings, client)
-            await run.run()
+            await _holding(lock, run.run())
         status, error = run.status(), run.error()
+    except AccountBusy as exc:
+        # What it fetched is left to the process syncing now.
+        status, error = "interrupted", f"{exc} It took the lock during this run."
     except DeadlineExceeded as exc:
         status, error = "interrupted", str(exc)
         await _drain(run)
@@ -477,6 +485,45 @@ async def sync_account(
         if on_result is not None:
             on_result(result)
     return result
+
+
+async def _holding(lock: AccountLock | None, work: Coroutine[Any, Any, None]) -> None:
+    """Do `work` while the lock holds; AccountBusy once another process took
+    it (a dropped connection, a removed lock file), so two never sync at once."""
+    if lock is None:
+        await work
+        return
+    job = asyncio.ensure_future(work)
+    watch = asyncio.create_task(_watch(lock))
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not job.done():
+            job.cancel()
+            await asyncio.wait({job})
+    if watch.done() and not watch.cancelled():
+        watch.result()  # raises: the watch never returns
+    job.result()
+
+
+async def _watch(lock: AccountLock) -> None:
+    """Return never; raise AccountBusy once another process holds the lock.
+
+    A store that does not answer is no proof the lock is gone: the run's own
+    writes meet the same store, and the watch asks again.
+    """
+    told = False
+    while True:
+        await asyncio.sleep(LOCK_CHECK_S)
+        try:
+            await lock.confirm()
+        except AccountBusy:
+            raise
+        except StoreError as exc:
+            if not told:
+                logger.warning("%s Asking again.", exc)
+                told = True
 
 
 async def _drain(run: SyncRun) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from inventory import sync as sync_module
 from inventory.client import open_client
 from inventory.config import Settings
 from inventory.errors import AuthError
@@ -21,7 +22,7 @@ from inventory.store import Store
 from inventory.sync import SyncResult, images_needing_actions, sync_account
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import EXAMPLES, TOKEN, make_settings
+from conftest import EXAMPLES, TOKEN, lose_account_lock, make_settings
 from fakeapi import FakeAPI, serve_fake_api
 
 NO_LIMITS = {"rate_per_minute": None, "rate_per_hour": None}
@@ -477,3 +478,65 @@ async def test_a_run_the_budget_stops_keeps_every_page_and_leaves_the_store_free
     assert stored == result.counts.actions_seen > 0
     async with asyncio.timeout(5):  # a store left locked would wait 30 s
         await store.start_run("default", datetime.now(UTC))
+
+
+async def test_a_run_that_loses_its_lock_to_another_process_stops_interrupted(
+    api: FakeAPI,
+    store: Store,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its PostgreSQL connection dropped (or its lock file was removed) midway
+    and another process took the lock: this run stands back at once instead
+    of syncing beside that one."""
+    monkeypatch.setattr(sync_module, "LOCK_CHECK_S", 0.05)
+    settings = make_settings(api.url, database_url)
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=30)
+    other = Store.open(database_url)
+    try:
+        async with (
+            store.account_lock("default") as lock,
+            open_client(settings) as client,
+        ):
+            run = asyncio.create_task(sync_account(client, store, settings, lock=lock))
+            for _ in range(200):
+                if await table(store, ImageActionRow):
+                    break
+                await asyncio.sleep(0.05)
+            await lose_account_lock(store, database_url)
+            async with other.account_lock("default"):
+                result = await asyncio.wait_for(run, 10)
+    finally:
+        await other.close()
+
+    assert result.status == "interrupted"
+    assert "It took the lock during this run." in (result.error or "")
+    [row] = [r for r in await store.recent_runs() if r["id"] == result.run_id]
+    assert (row["status"], row["error"]) == ("interrupted", result.error)
+    assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10]
+
+
+async def test_a_run_whose_lock_holds_is_not_disturbed_by_its_checks(
+    api: FakeAPI,
+    store: Store,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(sync_module, "LOCK_CHECK_S", 0.01)
+    settings = make_settings(api.url, database_url)
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10), delay_s=0.3)
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=0.3)
+    async with (
+        store.account_lock("default") as lock,
+        open_client(settings) as client,
+    ):
+        result = await sync_account(client, store, settings, lock=lock)
+        await lock.confirm()  # still held, by the same session or file
+    assert result.status == "succeeded"
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10, 20]
+    assert "lock" not in caplog.text
