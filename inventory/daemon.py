@@ -335,6 +335,10 @@ class Daemon:
                 await self._sync()
         except AuthError as exc:
             logger.error("%s The next run is on schedule.", exc)
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            logger.error(
+                "The sync run failed: %s The next run is on schedule.", one_line(exc)
+            )
         except Exception:
             logger.exception("The sync run failed; the next run is on schedule")
         finally:

@@ -411,7 +411,7 @@ class Store:
         counts = UpsertCounts(seen=len(latest))
         if not latest:
             return counts
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             stored = await self._known(
                 conn, IMAGES, account, latest, IMAGES.c.deleted_at
             )
@@ -479,7 +479,7 @@ class Store:
         `in_scope` receives rows of (id, public, tags) and says which images the
         listing could have returned, so a filtered listing deletes nothing else.
         """
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             candidates = await conn.execute(
                 select(IMAGES.c.id, IMAGES.c.public, IMAGES.c.tags).where(
                     IMAGES.c.account == account,
@@ -522,7 +522,7 @@ class Store:
         counts = UpsertCounts(seen=len(latest))
         if not latest:
             return counts
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             stored = await self._known(conn, IMAGE_ACTIONS, account, latest)
             _drop_newer(latest, stored, seen_at)
             known = {id: row.raw for id, row in stored.items()}
@@ -597,6 +597,18 @@ class Store:
             if running.done() and not running.cancelled():
                 running.exception()  # retrieved: sqlite's "interrupted"
             raise
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """A sync's write transaction; the store refusing it (a full disk, a
+        restarted server) is a StoreError in one line, not a database trace."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(
+                f"The store at {self.describe()} refused a write: {one_line(exc)}"
+            ) from exc
 
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self.dialect == "postgresql" else sqlite

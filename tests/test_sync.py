@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from inventory import sync as sync_module
 from inventory.client import open_client
@@ -540,3 +540,43 @@ async def test_a_run_whose_lock_holds_is_not_disturbed_by_its_checks(
     assert result.status == "succeeded"
     assert [r["id"] for r in await table(store, ImageActionRow)] == [10, 20]
     assert "lock" not in caplog.text
+
+
+REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON image_actions "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; "
+        "END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON image_actions "
+        "FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+
+
+async def test_a_store_that_refuses_a_write_fails_the_run_in_one_line(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    """A full disk, say: the run is recorded failed with the store's reason,
+    and what was written before stands."""
+    async with store.engine.begin() as conn:
+        for statement in REFUSE[store.dialect]:
+            await conn.execute(text(statement))
+    settings = make_settings(api.url, database_url)
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20))
+
+    result = await sync(settings, store)
+
+    assert result.status == "failed"
+    assert (result.error or "").startswith("The store at ")
+    assert "refused a write" in (result.error or "")
+    assert "\n" not in (result.error or "") and "[SQL:" not in (result.error or "")
+    [row] = await store.recent_runs()
+    assert (row["status"], row["error"]) == ("failed", result.error)
+    assert [r["id"] for r in await table(store, ImageRow)] == [1, 2]
+    assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
