@@ -42,6 +42,9 @@ LONG_RUN_S = 30.0
 PROGRESS_S = 60.0
 DRAIN_S = 10.0  # after its deadline, a run's time to store what it fetched
 RECORD_S = 10.0  # the store's time to record how a run ended
+# This many images' actions failing in a row, every retry spent, is an outage:
+# the rest are left for the next run instead of each retried in turn.
+OUTAGE_AFTER = 10
 LOCK_CHECK_S = 2.0  # how often a run makes sure it still holds the account's lock
 
 
@@ -155,6 +158,9 @@ class SyncRun:
         self._to_fetch = 0  # images queued for their actions
         self._fetched = 0
         self._progress_at = time.monotonic() + PROGRESS_S
+        self._failing = 0  # images whose actions failed since the last success
+        self._outage: str | None = None  # why the API is taken to be down
+        self._not_asked = 0  # images left unasked because of it
 
     async def run(self) -> None:
         """List, fetch and write concurrently; then reconcile deletions."""
@@ -261,11 +267,16 @@ class SyncRun:
 
     async def _fetch_actions(self, image_id: int) -> list[Action] | None:
         """One image's actions; None when they could not be fetched whole."""
+        if self._outage is not None:
+            self.failed_images.append(image_id)
+            self._not_asked += 1
+            return None
         try:
             items = await self.client.fetch_image_actions(image_id)
-            return [parse_action(item) for item in items]
+            actions = [parse_action(item) for item in items]
         except NotFoundError:
             logger.debug("Image %d vanished before its actions were fetched", image_id)
+            self._failing = 0
             return []
         except AuthError:
             raise
@@ -276,7 +287,23 @@ class SyncRun:
                 image_id,
                 exc,
             )
+            if isinstance(exc, APIError):
+                self._count_failure(exc)
             return None
+        self._failing = 0
+        return actions
+
+    def _count_failure(self, exc: APIError) -> None:
+        self._failing += 1
+        if self._failing >= OUTAGE_AFTER and self._outage is None:
+            self._outage = (
+                f"{self._failing} images in a row failed, the last with: {exc}"
+            )
+            logger.warning(
+                "The API looks down (%s); the other images' actions are left "
+                "for the next run, their stored actions stay",
+                self._outage,
+            )
 
     async def _write_all(self) -> None:
         """The one writer: image pages as they come, actions in batches.
@@ -394,7 +421,13 @@ class SyncRun:
             shown = ", ".join(str(i) for i in self.failed_images[:10])
             more = len(self.failed_images) - 10
             extra = f" and {more} more" if more > 0 else ""
-            return f"Actions not fetched for images {shown}{extra}."
+            message = f"Actions not fetched for images {shown}{extra}."
+            if self._outage is not None:
+                message += (
+                    f" The API looked down ({self._outage}), so "
+                    f"{self._not_asked} were not asked."
+                )
+            return message
         return None
 
 

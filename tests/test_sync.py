@@ -580,3 +580,54 @@ async def test_a_store_that_refuses_a_write_fails_the_run_in_one_line(
     assert (row["status"], row["error"]) == ("failed", result.error)
     assert [r["id"] for r in await table(store, ImageRow)] == [1, 2]
     assert [r["deleted_at"] for r in await table(store, ImageRow)] == [None, None]
+
+
+async def test_an_api_outage_mid_run_leaves_the_other_images_for_the_next_run(
+    api: FakeAPI,
+    store: Store,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every image's actions failing, every retry spent: after OUTAGE_AFTER in
+    a row the run stops asking, instead of retrying each of the rest in turn."""
+    ids = list(range(1, 101))
+    settings = make_settings(
+        api.url, database_url, api={"max_retries": 1}, sync={"concurrency": 2}
+    )
+    api.get("/v2/images?per_page=200", payload=images_page(ids))
+    for i in ids:
+        api.get(f"/v2/images/{i}/actions?per_page=200", status=503, repeat=True)
+
+    result = await sync(settings, store)
+
+    assert result.status == "partial"
+    assert sorted(result.failed_images) == ids
+    asked = sum(api.count(f"/v2/images/{i}/actions?per_page=200") for i in ids)
+    # Each asked image twice (one retry); the fetchers in flight finish theirs.
+    assert asked <= 2 * (sync_module.OUTAGE_AFTER + 2)
+    assert "The API looked down (10 images in a row failed" in (result.error or "")
+    assert "were not asked." in (result.error or "")
+    assert caplog.text.count("The API looks down") == 1
+    assert len(await table(store, ImageRow)) == 100
+
+
+async def test_failures_between_successes_are_no_outage(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    ids = list(range(1, 41))
+    settings = make_settings(
+        api.url, database_url, api={"max_retries": 0}, sync={"concurrency": 1}
+    )
+    api.get("/v2/images?per_page=200", payload=images_page(ids))
+    for i in ids:
+        if i % 5:
+            api.get(f"/v2/images/{i}/actions?per_page=200", status=503)
+        else:
+            api.get(f"/v2/images/{i}/actions?per_page=200", payload=actions(i))
+
+    result = await sync(settings, store)
+
+    assert result.status == "partial"
+    assert sorted(result.failed_images) == [i for i in ids if i % 5]
+    assert "looked down" not in (result.error or "")
+    assert [r["id"] for r in await table(store, ImageActionRow)] == ids[4::5]
