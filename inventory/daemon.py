@@ -43,7 +43,10 @@ from inventory.web import Check, Endpoints
 logger = logging.getLogger(__name__)
 
 JOB_ID = "sync"
-STORE_PING_S = 3.0  # how long /readyz waits for the store's answer
+# How long /readyz waits for the store's answer: within Kubernetes' default
+# probe timeout (1 s), so a slow store reads as not ready, not as a dead probe.
+STORE_PING_S = 0.8
+AFTER_RUN_S = 10.0  # for the pruning and re-planning after a run
 STORE_RETRY_MAX_S = 5.0
 HURRY_S = 1.0  # what is left of FINISH_S after a second signal
 FINISH_S = 5.0  # after the grace: the cancelled run's record, the lock, the pool
@@ -406,9 +409,10 @@ class Daemon:
 
     async def _after_run(self) -> None:
         try:
-            await self._prune()
-            await self._replan()
-        except (StoreError, SQLAlchemyError, OSError) as exc:
+            async with asyncio.timeout(AFTER_RUN_S):
+                await self._prune()
+                await self._replan()
+        except (StoreError, SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.warning("Could not tidy up after the run: %s", one_line(exc))
 
     async def _tidy_runs(self) -> None:
@@ -489,7 +493,8 @@ class Daemon:
             async with asyncio.timeout(STORE_PING_S):
                 await self.store.ping()
         except (StoreError, TimeoutError) as exc:
-            return Check(False, {"status": "store not answering", "error": str(exc)})
+            reason = str(exc) or f"no answer within {STORE_PING_S} s"
+            return Check(False, {"status": "store not answering", "error": reason})
         return self._freshness()
 
     def _freshness(self) -> Check:

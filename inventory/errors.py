@@ -59,4 +59,8 @@ def one_line(exc: BaseException) -> str:
     if isinstance(original, BaseException):
         exc = original
     message = " ".join(str(exc).split())
-    return message.split(" [SQL:")[0].split(" (Background on this error")[0]
+    message = message.split(" [SQL:")[0].split(" (Background on this error")[0]
+    if message:
+        return message
+    # A timeout (or a bare driver error) says nothing of itself.
+    return "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -7,6 +7,7 @@ It exits 0 when the last completed run succeeded within the readiness age and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from inventory.store import Store
 
 EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 JUDGED_RUNS = 20  # enough to find the last complete run's duration
+STATUS_S = 8.0  # the store's time to answer: within a health check's timeout
 ERROR_WIDTH = 60
 COLUMNS = (
     "id",
@@ -213,7 +215,12 @@ async def _status(settings: Settings) -> tuple[list[dict[str, Any]], Health]:
             raise StoreError(f"There is no store at {url.database} yet.")
     store = Store.open(url, read_only=True)
     try:
-        return await read_status(store, settings, datetime.now(UTC))
+        async with asyncio.timeout(STATUS_S):
+            return await read_status(store, settings, datetime.now(UTC))
+    except TimeoutError:
+        raise StoreError(
+            f"The store at {store.describe()} did not answer within {STATUS_S:g} s."
+        ) from None
     except (OSError, SQLAlchemyError) as exc:
         from inventory.cli import with_hint
 
@@ -221,4 +228,7 @@ async def _status(settings: Settings) -> tuple[list[dict[str, Any]], Health]:
             f"Cannot read the store at {store.describe()}: {with_hint(one_line(exc))}"
         ) from exc
     finally:
-        await store.close()
+        # A hung store's connections are let go with the process.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await store.close()

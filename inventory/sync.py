@@ -604,7 +604,7 @@ async def _finish(
             "recorded failed once the store answers",
             run_id,
             status,
-            exc or f"no answer within {RECORD_S:.0f} s",
+            str(exc) or f"no answer within {RECORD_S:.0f} s",
         )
     result = SyncResult(
         run.account,

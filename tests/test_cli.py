@@ -243,3 +243,11 @@ async def test_a_sync_while_another_process_syncs_the_account_exits_1(
     assert (code, out) == (1, "")
     assert err.startswith("inventory: Another inventory process is syncing account")
     assert_one_line_without_traceback(err)
+
+
+def test_an_error_without_words_still_says_something() -> None:
+    """A timeout's text is empty: the line it goes into must not end in ': '."""
+    from inventory.errors import one_line
+
+    assert one_line(TimeoutError()) == "no answer in time"
+    assert one_line(ConnectionResetError()) == "ConnectionResetError"

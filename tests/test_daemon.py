@@ -462,6 +462,39 @@ async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
     assert value(samples, "inventory_sync_runs_total", status="interrupted") == 1.0
 
 
+async def test_a_store_that_hangs_reads_as_not_ready_in_under_a_second(
+    tmp_path: Path,
+) -> None:
+    """/readyz answers within Kubernetes' default 1 s probe timeout, saying
+    why, instead of the probe timing out on it."""
+    url = make_url(await create_postgres_database())
+    try:
+        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            proxied = url.set(host="127.0.0.1", port=proxy.port)
+            database_url = proxied.render_as_string(hide_password=False)
+            sim = simulator()
+            async with sim.serve() as base_url:
+                settings = settings_for(tmp_path, base_url, database_url)
+                async with running(settings) as daemon:
+
+                    async def ready() -> bool:
+                        """the daemon to be ready"""
+                        return (await daemon.readiness()).ok
+
+                    await eventually(ready)
+                    proxy.pause()
+                    check = await daemon.readiness()
+                    proxy.resume()
+    finally:
+        await drop_postgres_database(url.render_as_string(hide_password=False))
+
+    assert not check.ok
+    assert check.detail == {
+        "status": "store not answering",
+        "error": "no answer within 0.8 s",
+    }
+
+
 @pytest.mark.parametrize("second_signal", [False, True])
 async def test_stop_is_bounded_when_the_store_hangs_mid_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_signal: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,9 +10,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
+from tcpproxy import serve_proxy
 
-from inventory.status import judge, status_command
+from inventory.errors import StoreError
+from inventory.status import _status, judge, status_command
 from inventory.store import RunCounts, Store
+
+from conftest import create_postgres_database, drop_postgres_database, make_settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 AGE_S = 1800.0  # twice the default 900 s interval, for an empty store
@@ -228,3 +234,27 @@ def test_bad_usage_of_status_exits_1_not_2(args: list[str]) -> None:
 
     assert result.exit_code == 1, result.output
     assert "Error:" in result.output
+
+
+async def test_a_store_that_hangs_is_one_line_within_the_check_s_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partitioned PostgreSQL: status gives up after STATUS_S, saying so,
+    instead of hanging past the container's health-check timeout."""
+    monkeypatch.setattr("inventory.status.STATUS_S", 0.5)
+    url = make_url(await create_postgres_database())
+    try:
+        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            proxy.pause()
+            proxied = url.set(host="127.0.0.1", port=proxy.port)
+            settings = make_settings(
+                database_url=proxied.render_as_string(hide_password=False)
+            )
+            with pytest.raises(StoreError) as raised:
+                await asyncio.wait_for(_status(settings), 30)
+    finally:
+        await drop_postgres_database(url.render_as_string(hide_password=False))
+
+    assert str(raised.value) == (
+        f"The store at {proxied.render_as_string()} did not answer within 0.5 s."
+    )
