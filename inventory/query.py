@@ -395,6 +395,12 @@ def _resource_edits(statement: exp.Expr, sql: str, dialect: str) -> list[Edit]:
     for table in statement.find_all(exp.Table):
         parts = table.parts
         relation = _resource(parts)
+        if relation is None and len(parts) == 3 and _folded(parts[0]) == "digitalocean":
+            known = ", ".join(".".join(name) for name in RESOURCES)
+            raise QueryError(
+                f"Unknown StackQL resource {'.'.join(p.sql() for p in parts)}; "
+                f"inventory holds {known}."
+            )
         if relation is None or not _located(parts):
             continue
         alias = "" if table.alias else " AS " + _source(sql, parts[-1])

@@ -664,3 +664,20 @@ async def test_a_long_query_stops_when_cancelled(seeded: str) -> None:
 
     done, _ = await asyncio.wait({running}, timeout=10)
     assert done and running.cancelled()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM digitalocean.compute.droplets",
+        "SELECT * FROM DigitalOcean.images.image",
+    ],
+)
+def test_an_unknown_stackql_resource_names_the_known_ones(sql: str) -> None:
+    with pytest.raises(QueryError) as raised:
+        prepare(sql, {}, "sqlite", "default")
+
+    message = str(raised.value)
+    assert message.startswith("Unknown StackQL resource ")
+    assert "digitalocean.images.images" in message
+    assert "digitalocean.compute.image_actions" in message
