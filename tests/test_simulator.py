@@ -848,6 +848,31 @@ def test_files_of_other_shapes_are_skipped(tmp_path: Path) -> None:
     assert Simulator(options(from_dir=tmp_path)).images() == [{"id": 5, "name": "x"}]
 
 
+def test_a_directory_without_any_images_is_refused_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Junk, or the wrong directory: not an empty account served silently."""
+    (tmp_path / "text.json").write_text("not json at all")
+    (tmp_path / "headers.json").write_text('{"ratelimit-limit": "5000"}')
+
+    with pytest.raises(ValueError, match=f"^No \\*.json file under {tmp_path} "):
+        Simulator(options(from_dir=tmp_path))
+    assert f"Skipping {tmp_path / 'text.json'}, which is not readable JSON" in (
+        caplog.text
+    )
+
+    result = CliRunner().invoke(simulate, ["--from-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "holds DigitalOcean images" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_empty_listing_is_an_empty_account(tmp_path: Path) -> None:
+    (tmp_path / "images.json").write_text('{"images": [], "links": {}}')
+
+    assert Simulator(options(from_dir=tmp_path)).images() == []
+
+
 def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a directory"):
         Simulator(options(from_dir=tmp_path / "nope"))

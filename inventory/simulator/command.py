@@ -138,7 +138,10 @@ def simulate(**params: Any) -> None:
     host: str = params.pop("host")
     port: int = params.pop("port")
     options = _options(params)
-    simulator = Simulator(options)
+    try:
+        simulator = Simulator(options)
+    except ValueError as exc:  # --from-dir holding no images
+        raise click.UsageError(str(exc)) from exc
     try:
         asyncio.run(_serve(simulator, host, port))
     except OSError as exc:

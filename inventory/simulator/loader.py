@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inventory.simulator import catalog
@@ -32,25 +33,22 @@ def load_account(directory: Path) -> Account:
     """Read every `*.json` file under `directory` into a new account."""
     if not directory.is_dir():
         raise ValueError(f"Simulator data directory {directory} is not a directory.")
-    images: dict[int, Json] = {}
-    actions: dict[int, Json] = {}
-    listed_under: dict[int, int] = {}  # action id -> the image whose list held it
+    captures = _Captures()
     for path in sorted(directory.rglob("*.json")):
-        payload = _read(path)
-        for image in _objects(payload, "images", "image"):
-            images[image["id"]] = image
-        owner = _listing_image_id(payload, path.relative_to(directory))
-        for action in _objects(payload, "actions", "action"):
-            actions[action["id"]] = action
-            if owner is not None:
-                listed_under[action["id"]] = owner
-
+        captures.add(_read(path), path.relative_to(directory))
+    if captures.files == 0:
+        raise ValueError(
+            f"No *.json file under {directory} holds DigitalOcean images (an "
+            '"images" list or an "image" object); point --from-dir at captured '
+            "GET /v2/images responses."
+        )
+    images, actions = captures.images, captures.actions
     account = Account()
     for image_id in sorted(images):
         account.add_image(images[image_id], image_kind(images[image_id]))
     for action_id in sorted(actions):
         action = actions[action_id]
-        owner = listed_under.get(action_id)
+        owner = captures.listed_under.get(action_id)
         if owner not in account.images:
             owner = _image_id(action, account)
         account.add_action(action, owner)
@@ -59,6 +57,27 @@ def load_account(directory: Path) -> Account:
         "Loaded %d images and %d actions from %s", len(images), len(actions), directory
     )
     return account
+
+
+@dataclass
+class _Captures:
+    """What the captured responses hold, by id (a later file's copy wins)."""
+
+    images: dict[int, Json] = field(default_factory=dict)
+    actions: dict[int, Json] = field(default_factory=dict)
+    listed_under: dict[int, int] = field(default_factory=dict)  # action -> image
+    files: int = 0  # files holding an image or a listing of them
+
+    def add(self, payload: object, path: Path) -> None:
+        if isinstance(payload, dict) and ("images" in payload or "image" in payload):
+            self.files += 1
+        for image in _objects(payload, "images", "image"):
+            self.images[image["id"]] = image
+        owner = _listing_image_id(payload, path)
+        for action in _objects(payload, "actions", "action"):
+            self.actions[action["id"]] = action
+            if owner is not None:
+                self.listed_under[action["id"]] = owner
 
 
 def image_kind(image: Json) -> str | None:
@@ -75,7 +94,7 @@ def _read(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        log.debug("Skipping %s: %s", path, exc)
+        log.warning("Skipping %s, which is not readable JSON: %s", path, exc)
         return None
 
 
