@@ -1003,6 +1003,17 @@ async def test_a_stall_path_stalls_only_matching_requests() -> None:
     assert ok.status == 200
 
 
+def test_a_stall_path_with_a_rate_stalls_that_share_of_its_requests_only() -> None:
+    from inventory.simulator.faults import FaultPlan
+
+    plan = FaultPlan(options(stall_path=r"/actions", stall_rate=0.5, stall_s=9.0))
+    matching = [plan.decide("/v2/images/1/actions").stall_s for _ in range(400)]
+    others = [plan.decide("/v2/images?page=1").stall_s for _ in range(400)]
+
+    assert set(others) == {0.0}
+    assert 120 < matching.count(9.0) < 280  # about half, seeded
+
+
 async def test_repeat_next_points_page_three_back_at_page_two() -> None:
     client = await client_for(Simulator(options(repeat_next=True)))
     try:

@@ -98,7 +98,11 @@ BUDGET = click.IntRange(min=0)
     type=SECONDS,
     help="How long a stalled answer stalls.",
 )
-@click.option("--stall-path", default=None, help="Stall requests matching this regex.")
+@click.option(
+    "--stall-path",
+    default=None,
+    help="Stall only requests matching this regex: all, or --stall-rate of them.",
+)
 @click.option("--repeat-next", is_flag=True, help="Make one images `next` link repeat.")
 @click.option(
     "--action-duration",

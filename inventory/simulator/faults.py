@@ -48,9 +48,12 @@ class FaultPlan:
         """The faults for a request to `path_qs` (path and query string)."""
         opts = self._options
         drop, stall, jitter, error, pick, html = (self._rng.random() for _ in range(6))
-        stalls = stall < opts.stall_rate or bool(
-            self._stall_pattern and self._stall_pattern.search(path_qs)
-        )
+        stalls = stall < opts.stall_rate
+        if self._stall_pattern is not None:
+            # A path narrows the stalls to its requests: all of them, or the
+            # rate's share of them when a rate is given too.
+            matches = self._stall_pattern.search(path_qs) is not None
+            stalls = matches and (stalls or opts.stall_rate == 0)
         failing = error < opts.error_rate
         return Fault(
             delay_s=opts.latency_s + opts.jitter_s * jitter,
