@@ -7,6 +7,8 @@ absent; parsing tolerates that and keeps the whole object in `raw`.
 from __future__ import annotations
 
 import logging
+import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -73,12 +75,12 @@ def parse_image(obj: object) -> Image:
         distribution=_optional(data, "distribution", str),
         slug=_optional(data, "slug", str),
         public=_optional(data, "public", bool),
-        regions=_strings(data.get("regions")) or [],
+        regions=_strings(data, "regions") or [],
         created_at=parse_timestamp(data.get("created_at")),
-        min_disk_size=_optional_int(data.get("min_disk_size")),
-        size_gigabytes=_optional_float(data.get("size_gigabytes")),
+        min_disk_size=_checked(data, "min_disk_size", _optional_int),
+        size_gigabytes=_checked(data, "size_gigabytes", _optional_float),
         description=_optional(data, "description", str),
-        tags=_strings(data.get("tags")),
+        tags=_strings(data, "tags"),
         status=_optional(data, "status", str),
         error_message=_optional(data, "error_message", str),
         raw=data,
@@ -94,7 +96,7 @@ def parse_action(obj: object) -> Action:
         type=_optional(data, "type", str),
         started_at=parse_timestamp(data.get("started_at")),
         completed_at=parse_timestamp(data.get("completed_at")),
-        resource_id=_optional_int(data.get("resource_id")),
+        resource_id=_checked(data, "resource_id", _optional_int),
         resource_type=_optional(data, "resource_type", str),
         region=data.get("region"),
         region_slug=_optional(data, "region_slug", str),
@@ -144,7 +146,40 @@ def _require_id(data: dict[str, JSON], kind: str) -> int:
 
 def _optional(data: dict[str, JSON], key: str, kind: type[T]) -> T | None:
     value = data.get(key)
-    return value if isinstance(value, kind) else None
+    if isinstance(value, kind):
+        return value
+    _odd(key, value)
+    return None
+
+
+def _checked(
+    data: dict[str, JSON], key: str, convert: Callable[[object], T | None]
+) -> T | None:
+    value = data.get(key)
+    converted = convert(value)
+    if converted is None:
+        _odd(key, value)
+    return converted
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _odd(key: str, value: object) -> None:
+    """Say once per field and type that a value was not what the API documents;
+    the column is left NULL and `raw` keeps the value as it came."""
+    if value is None:
+        return
+    seen = (key, type(value).__name__)
+    if seen not in _warned:
+        _warned.add(seen)
+        logger.warning(
+            "Field %r came as %s %s, not the documented type: raw keeps it as "
+            "it came, its column does not (said once per field and type)",
+            key,
+            type(value).__name__,
+            reprlib.repr(value),
+        )
 
 
 def _optional_int(value: object) -> int | None:
@@ -163,7 +198,12 @@ def _optional_float(value: object) -> float | None:
     return float(value)
 
 
-def _strings(value: object) -> list[str] | None:
+def _strings(data: dict[str, JSON], key: str) -> list[str] | None:
+    value = data.get(key)
     if not isinstance(value, list):
+        _odd(key, value)
         return None
-    return [item for item in value if isinstance(item, str)]
+    strings = [item for item in value if isinstance(item, str)]
+    if len(strings) < len(value):
+        _odd(f"{key}[]", next(item for item in value if not isinstance(item, str)))
+    return strings

@@ -166,3 +166,31 @@ def test_nullable_image_fields_may_be_null_or_absent() -> None:
         None,
     )
     assert parse_image({"id": 5, "size_gigabytes": 2}).size_gigabytes == 2.0
+
+
+def test_a_field_of_an_undocumented_type_is_left_empty_and_said_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("inventory.records._warned", set())
+    odd = {"id": 1, "tags": "base", "min_disk_size": "20", "regions": ["nyc3", 7]}
+
+    first = parse_image(odd)
+    parse_image({**odd, "id": 2})
+
+    assert (first.tags, first.min_disk_size, first.regions) == (None, None, ["nyc3"])
+    assert first.raw == odd
+    warnings = sorted(r.getMessage().split(",")[0] for r in caplog.records)
+    assert warnings == [
+        "Field 'min_disk_size' came as str '20'",
+        "Field 'regions[]' came as int 7",
+        "Field 'tags' came as str 'base'",
+    ]
+
+
+def test_absent_and_null_fields_are_no_cause_for_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parse_image({"id": 1, "slug": None, "tags": None})
+    parse_action({"id": 2, "resource_id": None})
+
+    assert caplog.records == []
