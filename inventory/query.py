@@ -557,10 +557,22 @@ async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]
         try:
             columns, rows = await store.execute_read_only(prepared.sql, prepared.params)
         except (OSError, SQLAlchemyError, OverflowError, ValueError) as exc:
-            raise QueryError(one_line(exc)) from exc
+            raise QueryError(_with_placeholder_hint(one_line(exc), prepared)) from exc
     finally:
         await store.close()
     return columns, normalize(columns, rows, prepared.kinds)
+
+
+def _with_placeholder_hint(message: str, prepared: Prepared) -> str:
+    """A syntax error in a query with placeholders is most often one put where
+    a name goes: it binds a value, as `?` or `$1`, which no table can be."""
+    placeholders = any(name.startswith(VAR_PREFIX) for name in prepared.params)
+    if placeholders and "syntax error" in message:
+        return (
+            f"{message} (a {{{{ name }}}} placeholder stands for a value; a table "
+            "or column name cannot be one)"
+        )
+    return message
 
 
 def _require_sqlite_file(url: URL) -> None:

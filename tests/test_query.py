@@ -681,3 +681,17 @@ def test_an_unknown_stackql_resource_names_the_known_ones(sql: str) -> None:
     assert message.startswith("Unknown StackQL resource ")
     assert "digitalocean.images.images" in message
     assert "digitalocean.compute.image_actions" in message
+
+
+def test_a_placeholder_where_a_name_goes_says_placeholders_are_values(
+    seeded: str,
+) -> None:
+    result = run(seeded, "SELECT * FROM {{ t }}", "--var", "t=images")
+
+    assert result.exit_code == 2  # the query's fault, as every QueryError
+    assert result.stderr.startswith("inventory: ")
+    assert "syntax error" in result.stderr
+    assert result.stderr.endswith(
+        " (a {{ name }} placeholder stands for a value; a table or "
+        "column name cannot be one)\n"
+    )
