@@ -218,14 +218,17 @@ class SyncRun:
 
     def _log_listed(self) -> None:
         """Say how long the action fetches left will take, at best."""
-        left = self._fetches.qsize()
+        left = self._to_fetch - self._fetched
         limiter = self.client.limiter
         least_s = limiter.effective_budget.duration_s(left, limiter.used_hour)
+        # Counted as the progress lines count: of all images whose actions
+        # this run fetches.
         logger.info(
-            "Listed %d images; %d of their action lists left to fetch, in %s at "
-            "best within the rate budgets",
+            "Listed %d images; fetched the actions of %d of %d so far, the rest "
+            "in %s at best within the rate budgets",
             self.counts.images_seen,
-            left,
+            self._fetched,
+            self._to_fetch,
             _human(least_s),
             extra=NOTICE if least_s >= LONG_RUN_S else None,
         )
