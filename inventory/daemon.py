@@ -398,6 +398,8 @@ class Daemon:
         return 0.0 if started is None else time.monotonic() - started
 
     def _record(self, result: SyncResult) -> None:
+        if result.lost_lock:
+            self.metrics.lock_held.set(0)  # until the next run takes it again
         if not result.recorded:
             return  # counted when the next run closes its row
         ended_at = datetime.now(UTC)

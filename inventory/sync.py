@@ -60,6 +60,7 @@ class SyncResult:
     error: str | None = None
     failed_images: list[int] = field(default_factory=list)
     recorded: bool = True  # False: the store did not take its `sync_runs` row
+    lost_lock: bool = False  # stopped: another process took the account's lock
 
     def summary(self) -> str:
         """One line for people and logs: key=value pairs."""
@@ -143,6 +144,7 @@ class SyncRun:
         self.listing_complete = False
         self.listing_error: str | None = None
         self.failed_images: list[int] = []
+        self.lost_lock = False
         self.seen_at = datetime.now(UTC)
         # The client and limiter may outlive the run (a daemon keeps one limiter
         # per token): the run records what changed while it ran.
@@ -495,6 +497,7 @@ async def sync_account(
     except AccountBusy as exc:
         # What it fetched is left to the process syncing now.
         status, error = "interrupted", f"{exc} It took the lock during this run."
+        run.lost_lock = True
     except DeadlineExceeded as exc:
         status, error = "interrupted", str(exc)
         await _drain(run)
@@ -618,6 +621,7 @@ async def _finish(
         error,
         run.failed_images,
         recorded,
+        run.lost_lock,
     )
     level = logging.INFO if status == "succeeded" else logging.WARNING
     fields = {"account": run.account, "run_id": run_id, "status": status}

@@ -1038,6 +1038,41 @@ async def test_a_daemon_that_lost_its_lock_stands_back_until_it_has_it_again(
         assert earlier["finished_at"] <= later["started_at"]
 
 
+async def test_a_daemon_whose_lock_is_taken_mid_run_stops_that_run(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run itself notices, not only the next one: it ends interrupted,
+    saying why, and the gauge drops until the lock is the daemon's again."""
+    monkeypatch.setattr("inventory.sync.LOCK_CHECK_S", 0.05)
+    sim = simulator(images=200, latency_s=0.05)
+    async with sim.serve() as base_url:
+        settings = settings_for(
+            tmp_path, base_url, database_url, daemon={"interval_s": 0.2}
+        )
+        async with reading(database_url) as store, running(settings) as daemon:
+            await eventually(runs_where(store, a_run_started))
+            await lose_account_lock(store, database_url)
+            async with store.account_lock("default"):
+
+                def stopped(rows: list[dict[str, Any]]) -> bool:
+                    return any(row["status"] == "interrupted" for row in rows)
+
+                rows = await eventually(runs_where(store, stopped))
+
+                async def stood_back() -> bool:
+                    """the lock gauge to drop"""
+                    samples = parse_metrics(daemon.exposition().decode())
+                    return value(samples, "inventory_account_lock_held") == 0.0
+
+                await eventually(stood_back)
+            await eventually(runs_where(store, succeeded(1)), timeout_s=30)
+
+    [interrupted] = [row for row in rows if row["status"] == "interrupted"]
+    assert interrupted["error"].endswith("It took the lock during this run.")
+
+
 async def _async(value: bool) -> bool:
     return value
 
