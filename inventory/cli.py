@@ -39,8 +39,9 @@ database_option = click.option(
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one line on standard error and exit."""
-    click.echo(f"inventory: {message}", err=True)
+    """Print one line on standard error and exit; secrets never, even when an
+    answer of the API's repeats the token back."""
+    click.echo(f"inventory: {logs.redact(message)}", err=True)
     sys.exit(code)
 
 

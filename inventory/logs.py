@@ -92,6 +92,9 @@ def configure(
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    secrets = list(secrets)
+    for secret in secrets:
+        keep_secret(secret)  # also out of what `redact` cleans: errors, summaries
     handler.addFilter(RedactSecrets(secrets))
     if not summaries:
         handler.addFilter(lambda record: not getattr(record, "run", None))

@@ -698,12 +698,13 @@ def query(
 
 
 async def _query(settings: Settings, prepared: Prepared, output_format: str) -> int:
+    from inventory import logs
     from inventory.cli import EXIT_OK, EXIT_USAGE
 
     try:
         columns, rows = await fetch(settings.database_url(), prepared)
     except QueryError as exc:
-        click.echo(f"inventory: {exc}", err=True)
+        click.echo(f"inventory: {logs.redact(str(exc))}", err=True)
         return EXIT_USAGE
     click.echo(render(columns, rows, output_format), nl=False)
     return EXIT_OK

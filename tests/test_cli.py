@@ -15,6 +15,7 @@ from inventory.simulator import Simulator, SimulatorOptions
 from inventory.store import Store
 
 from conftest import TOKEN
+from fakeapi import serve_fake_api
 
 pytestmark = pytest.mark.e2e
 
@@ -251,3 +252,20 @@ def test_an_error_without_words_still_says_something() -> None:
 
     assert one_line(TimeoutError()) == "no answer in time"
     assert one_line(ConnectionResetError()) == "ConnectionResetError"
+
+
+async def test_a_rejection_that_echoes_the_token_does_not_print_it(
+    tmp_path: Path,
+) -> None:
+    """An API (or a proxy before it) that repeats the Authorization header in
+    its 401 body: the one-line error shows *** in its place."""
+    async with serve_fake_api() as api:
+        body = {"id": "unauthorized", "message": f"you sent Bearer {TOKEN}"}
+        api.get("/v2/images?per_page=200", status=401, payload=body, repeat=True)
+        env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url}
+        code, out, err = await inventory("sync", env=env, cwd=tmp_path)
+
+    assert code == 2
+    assert_one_line_without_traceback(err)
+    assert "you sent Bearer ***" in err
+    assert TOKEN not in out + err
