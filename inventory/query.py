@@ -131,6 +131,18 @@ def prepare(
     read goes to the database as it is, so the user sees the database's own
     message; the read-only connection still guards it.
     """
+    try:
+        return _prepare(source, variables, dialect, account)
+    except RecursionError:
+        raise QueryError(
+            "The query nests too deeply to be read (dozens of levels of "
+            "parentheses, say); nothing was run."
+        ) from None
+
+
+def _prepare(
+    source: str, variables: Mapping[str, str], dialect: str, account: str
+) -> Prepared:
     sqlglot_dialect = sqlglot.Dialect.get_or_raise(dialect)
     try:
         tokens = _statement_tokens(sqlglot_dialect, source)

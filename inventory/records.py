@@ -77,7 +77,7 @@ def parse_image(obj: object) -> Image:
         public=_optional(data, "public", bool),
         regions=_strings(data, "regions") or [],
         created_at=parse_timestamp(data.get("created_at")),
-        min_disk_size=_checked(data, "min_disk_size", _optional_int),
+        min_disk_size=_checked(data, "min_disk_size", _int32),
         size_gigabytes=_checked(data, "size_gigabytes", _optional_float),
         description=_optional(data, "description", str),
         tags=_strings(data, "tags"),
@@ -96,7 +96,7 @@ def parse_action(obj: object) -> Action:
         type=_optional(data, "type", str),
         started_at=parse_timestamp(data.get("started_at")),
         completed_at=parse_timestamp(data.get("completed_at")),
-        resource_id=_checked(data, "resource_id", _optional_int),
+        resource_id=_checked(data, "resource_id", _int64),
         resource_type=_optional(data, "resource_type", str),
         region=data.get("region"),
         region_slug=_optional(data, "region_slug", str),
@@ -135,11 +135,18 @@ def _require_object(obj: object, kind: str) -> dict[str, JSON]:
     return obj
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # a BIGINT column's range
+
+
 def _require_id(data: dict[str, JSON], kind: str) -> int:
     value = _optional_int(data.get("id"))
     if value is None:
         raise PayloadError(
             f"An {kind} in the API's answer has no integer id: {data.get('id')!r}."
+        )
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise PayloadError(
+            f"An {kind} in the API's answer has an id beyond 64 bits: {value}."
         )
     return value
 
@@ -190,6 +197,18 @@ def _optional_int(value: object) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
+
+
+def _int32(value: object) -> int | None:
+    """An INTEGER column's value; one beyond its range stays only in raw."""
+    number = _optional_int(value)
+    return number if number is not None and -(2**31) <= number < 2**31 else None
+
+
+def _int64(value: object) -> int | None:
+    """A BIGINT column's value; one beyond its range stays only in raw."""
+    number = _optional_int(value)
+    return number if number is not None and INT64_MIN <= number <= INT64_MAX else None
 
 
 def _optional_float(value: object) -> float | None:

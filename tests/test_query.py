@@ -695,3 +695,15 @@ def test_a_placeholder_where_a_name_goes_says_placeholders_are_values(
         " (a {{ name }} placeholder stands for a value; a table or "
         "column name cannot be one)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT " + "(" * 60 + "1" + ")" * 60,
+        "SELECT 1 WHERE " + "NOT (" * 60 + "1" + ")" * 60,
+    ],
+)
+def test_a_query_nested_too_deeply_is_one_line_not_a_recursion_error(sql: str) -> None:
+    with pytest.raises(QueryError, match="^The query nests too deeply to be read"):
+        prepare(sql, {}, "sqlite", "default")

@@ -194,3 +194,21 @@ def test_absent_and_null_fields_are_no_cause_for_a_warning(
     parse_action({"id": 2, "resource_id": None})
 
     assert caplog.records == []
+
+
+def test_an_id_beyond_64_bits_is_refused_and_other_fields_beyond_their_column_kept_raw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A BIGINT holds 2**63 - 1 at most: beyond it the store would fail the
+    whole run, so the image is left out as one without a usable id."""
+    monkeypatch.setattr("inventory.records._warned", set())
+    assert parse_image({"id": 2**63 - 1}).id == 2**63 - 1
+    with pytest.raises(PayloadError, match="an id beyond 64 bits: 9223372036854775808"):
+        parse_image({"id": 2**63})
+    with pytest.raises(PayloadError, match="beyond 64 bits"):
+        parse_action({"id": -(2**63) - 1})
+
+    image = parse_image({"id": 1, "min_disk_size": 2**31})
+    action = parse_action({"id": 2, "resource_id": 2**64})
+    assert (image.min_disk_size, image.raw["min_disk_size"]) == (None, 2**31)
+    assert (action.resource_id, action.raw["resource_id"]) == (None, 2**64)

@@ -867,6 +867,16 @@ def test_a_directory_without_any_images_is_refused_naming_it(
     assert "Traceback" not in result.output
 
 
+def test_json_nested_too_deeply_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "image.json").write_text(json.dumps({"image": {"id": 5}}))
+
+    assert Simulator(options(from_dir=tmp_path)).images() == [{"id": 5}]
+    assert "deep.json, which is not readable JSON" in caplog.text
+
+
 def test_an_empty_listing_is_an_empty_account(tmp_path: Path) -> None:
     (tmp_path / "images.json").write_text('{"images": [], "links": {}}')
 

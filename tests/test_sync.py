@@ -631,3 +631,23 @@ async def test_failures_between_successes_are_no_outage(
     assert sorted(result.failed_images) == [i for i in ids if i % 5]
     assert "looked down" not in (result.error or "")
     assert [r["id"] for r in await table(store, ImageActionRow)] == ids[4::5]
+
+
+async def test_an_image_id_beyond_64_bits_is_one_line_and_the_rest_is_stored(
+    api: FakeAPI, store: Store, database_url: str
+) -> None:
+    """Not the database's overflow (a traceback on SQLite): the image is left
+    out as one without a usable id, and nothing is marked deleted."""
+    body = images_page([1])
+    body["images"].append({"id": 2**63, "name": "too big"})
+    api.get("/v2/images?per_page=200", payload=body)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+
+    result = await sync(make_settings(api.url, database_url), store)
+
+    assert result.status == "failed"
+    assert result.error == (
+        "An image in the API's answer has an id beyond 64 bits: 9223372036854775808."
+    )
+    assert [r["id"] for r in await table(store, ImageRow)] == [1]
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10]

@@ -93,7 +93,7 @@ def image_kind(image: Json) -> str | None:
 def _read(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         log.warning("Skipping %s, which is not readable JSON: %s", path, exc)
         return None
 
