@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 # that SQLite builds before 3.32 allow, whatever `write_batch` says.
 KEY_CHUNK = 900
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A reader (query, status) waits less: a health check must answer in time.
+SQLITE_READ_BUSY_TIMEOUT_MS = 5_000
+# A PostgreSQL that accepts no connection (hung, partitioned) is said so after
+# this long, not asyncpg's 60 s.
+CONNECT_TIMEOUT_S = 10
 
 IMAGES = cast(Table, ImageRow.__table__)
 IMAGE_REGIONS = cast(Table, ImageRegionRow.__table__)
@@ -141,6 +146,7 @@ class Store:
         options: dict[str, Any] = {"json_serializer": _dumps}
         if url.get_backend_name() != "sqlite":
             options["pool_pre_ping"] = True
+            options["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
         engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas(read_only))
@@ -919,7 +925,8 @@ def _read_only_sqlite(url: URL) -> URL:
 def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        busy_ms = SQLITE_READ_BUSY_TIMEOUT_MS if read_only else SQLITE_BUSY_TIMEOUT_MS
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         if read_only:
             cursor.execute("PRAGMA query_only = ON")
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -258,3 +259,30 @@ async def test_a_store_that_hangs_is_one_line_within_the_check_s_timeout(
     assert str(raised.value) == (
         f"The store at {proxied.render_as_string()} did not answer within 0.5 s."
     )
+
+
+async def test_a_sqlite_store_locked_by_another_process_is_one_line_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader waits SQLITE_READ_BUSY_TIMEOUT_MS for a lock, not the writer's
+    30 s: a health check must answer within its own timeout."""
+    path = tmp_path / "held.db"
+    fresh = f"sqlite:///{path}"
+    store = Store.open(fresh)
+    try:
+        await store.migrate()
+        await record(store, "succeeded", ended_ago_s=60)
+    finally:
+        await store.close()
+    monkeypatch.setattr("inventory.store.SQLITE_READ_BUSY_TIMEOUT_MS", 100)
+    holder = sqlite3.connect(path)
+    try:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE sync_runs SET error = 'held'")
+        with pytest.raises(StoreError) as raised:
+            await asyncio.wait_for(_status(make_settings(database_url=fresh)), 20)
+    finally:
+        holder.close()
+
+    assert str(raised.value).endswith("database is locked")

@@ -9,14 +9,21 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from tcpproxy import serve_proxy
 
 from inventory.errors import AccountBusy, StoreError
 from inventory.records import parse_action, parse_image
 from inventory.store import RunCounts, Store
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import EXAMPLES, lose_account_lock
+from conftest import (
+    EXAMPLES,
+    create_postgres_database,
+    drop_postgres_database,
+    lose_account_lock,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
@@ -497,3 +504,27 @@ async def test_first_migrations_at_once_all_succeed(database_url: str) -> None:
         for store in stores:
             await store.close()
     assert len(revisions) == 1 and None not in revisions
+
+
+async def test_a_postgresql_that_accepts_no_connection_is_said_so_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hung or partitioned: CONNECT_TIMEOUT_S, not asyncpg's 60 s."""
+    monkeypatch.setattr("inventory.store.CONNECT_TIMEOUT_S", 0.5)
+    url = make_url(await create_postgres_database())
+    try:
+        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            proxy.pause()
+            proxied = url.set(host="127.0.0.1", port=proxy.port)
+            store = Store.open(proxied.render_as_string(hide_password=False))
+            try:
+                with pytest.raises(StoreError) as raised:
+                    await asyncio.wait_for(store.ping(), 20)
+            finally:
+                await asyncio.wait_for(store.close(), 20)
+    finally:
+        await drop_postgres_database(url.render_as_string(hide_password=False))
+
+    assert str(raised.value) == (
+        f"The store at {proxied.render_as_string()} does not answer: no answer in time"
+    )
