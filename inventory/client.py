@@ -221,7 +221,9 @@ class DigitalOceanClient:
         wait = state.next_action.sleep if state.next_action else 0.0
         if isinstance(error, RetryableError) and error.status == 429:
             return  # the limiter logs its pause
-        logger.warning(
+        # INFO: a retry that works is no concern; one that does not ends in
+        # the caller's warning (an image's actions not fetched, a listing).
+        logger.info(
             "%s Retrying (attempt %d of %d) in %.1f s.",
             error,
             state.attempt_number + 1,

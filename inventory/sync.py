@@ -287,7 +287,9 @@ class SyncRun:
             raise
         except (APIError, PayloadError) as exc:
             self.failed_images.append(image_id)
-            logger.warning(
+            logger.log(
+                # Once the API is taken to be down, its one warning says it all.
+                logging.WARNING if self._outage is None else logging.DEBUG,
                 "Actions of image %d not fetched; its stored actions stay: %s",
                 image_id,
                 exc,

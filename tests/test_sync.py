@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -608,6 +609,10 @@ async def test_an_api_outage_mid_run_leaves_the_other_images_for_the_next_run(
     assert "The API looked down (10 images in a row failed" in (result.error or "")
     assert "were not asked." in (result.error or "")
     assert caplog.text.count("The API looks down") == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # One per image that failed before the outage was called, that line, and
+    # the run's summary: not one per retry, nor one per image in flight.
+    assert len(warnings) <= sync_module.OUTAGE_AFTER + 2
     assert len(await table(store, ImageRow)) == 100
 
 
