@@ -613,7 +613,8 @@ class Store:
                 yield conn
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(
-                f"The store at {self.describe()} refused a write: {one_line(exc)}"
+                f"The store at {self.describe()} could not take a write: "
+                f"{one_line(exc)}"
             ) from exc
 
     def _insert(self, table: Any) -> Any:
@@ -801,7 +802,8 @@ class _AdvisoryLock(AccountLock):
                 return
             self._conn = None
             await _discard(conn)  # gone, or a session that lost its lock
-        logger.warning("The account's sync lock was lost; taking it again")
+            # Said once, when it goes: not again at each try to take it back.
+            logger.warning("The account's sync lock was lost; taking it again")
         try:
             await self.take()
         except AccountBusy:
@@ -870,9 +872,9 @@ class _FileLock(AccountLock):
                 return
             os.close(self._fd)
             self._fd = None
-        logger.warning(
-            "The account's lock file %s was removed; taking it again", self._path
-        )
+            logger.warning(
+                "The account's lock file %s was removed; taking it again", self._path
+            )
         try:
             await self.take()
         except AccountBusy:

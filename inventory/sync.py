@@ -608,8 +608,8 @@ async def _finish(
     except (TimeoutError, StoreError) as exc:
         recorded = False
         logger.error(
-            "Run %d ended %s, but the store did not record it (%s); it is "
-            "recorded failed once the store answers",
+            "Run %d ended %s, but the store did not record it (%s); the next "
+            "run closes it once the store answers",
             run_id,
             status,
             str(exc) or f"no answer within {RECORD_S:.0f} s",

@@ -575,7 +575,7 @@ async def test_a_store_that_refuses_a_write_fails_the_run_in_one_line(
 
     assert result.status == "failed"
     assert (result.error or "").startswith("The store at ")
-    assert "refused a write" in (result.error or "")
+    assert "could not take a write: " in (result.error or "")
     assert "\n" not in (result.error or "") and "[SQL:" not in (result.error or "")
     [row] = await store.recent_runs()
     assert (row["status"], row["error"]) == ("failed", result.error)
