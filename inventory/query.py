@@ -26,7 +26,7 @@ from sqlglot import Token, TokenType, exp
 from sqlglot.errors import ParseError, TokenError
 
 from inventory.config import Settings
-from inventory.errors import QueryError, one_line
+from inventory.errors import QueryError, StoreError, one_line
 from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
 from inventory.store import Store
 from inventory.tables import ImageActionRow, ImageRow
@@ -599,7 +599,8 @@ async def _require_schema(store: Store) -> None:
     try:
         revision = await store.revision()
     except (OSError, SQLAlchemyError) as exc:
-        raise QueryError(
+        # Not the query's fault: exit 1, as for any store that is down.
+        raise StoreError(
             f"Cannot open the store at {store.describe()}: {one_line(exc)}"
         ) from exc
     if revision is None:
@@ -711,12 +712,12 @@ def query(
 
 async def _query(settings: Settings, prepared: Prepared, output_format: str) -> int:
     from inventory import logs
-    from inventory.cli import EXIT_OK, EXIT_USAGE
+    from inventory.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
     try:
         columns, rows = await fetch(settings.database_url(), prepared)
-    except QueryError as exc:
+    except (QueryError, StoreError) as exc:
         click.echo(f"inventory: {logs.redact(str(exc))}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, QueryError) else EXIT_RUN_FAILED
     click.echo(render(columns, rows, output_format), nl=False)
     return EXIT_OK

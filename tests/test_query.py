@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -707,3 +708,19 @@ def test_a_placeholder_where_a_name_goes_says_placeholders_are_values(
 def test_a_query_nested_too_deeply_is_one_line_not_a_recursion_error(sql: str) -> None:
     with pytest.raises(QueryError, match="^The query nests too deeply to be read"):
         prepare(sql, {}, "sqlite", "default")
+
+
+def test_a_store_that_is_down_exits_1_not_the_bad_query_code() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://postgres@127.0.0.1:{port}/inventory"
+
+    result = run(url, "SELECT 1")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"inventory: Cannot open the store at postgresql://postgres@127.0.0.1:{port}"
+        "/inventory: "
+    )
+    assert len(result.stderr.splitlines()) == 1
