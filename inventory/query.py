@@ -522,6 +522,13 @@ def _bind(
         kind = contexts.get(name)
         if kind is None and name.removeprefix(VAR_PREFIX) in quoted:
             kind = "text"
+        if kind == "integer" and not INTEGER.fullmatch(value):
+            # SQLite would match nothing, PostgreSQL fail on "query argument
+            # $1": both better said, naming the placeholder.
+            raise QueryError(
+                f"--var {name.removeprefix(VAR_PREFIX)}={value!r} is compared with "
+                "an integer column; give a whole number."
+            )
         bound[name] = _typed(value, kind, dialect)
     return bound
 

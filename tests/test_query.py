@@ -724,3 +724,17 @@ def test_a_store_that_is_down_exits_1_not_the_bad_query_code() -> None:
         "/inventory: "
     )
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_non_integer_value_for_an_integer_column_names_its_placeholder(
+    seeded: str,
+) -> None:
+    sql = "SELECT id FROM image_actions WHERE image_id = '{{ image_id }}'"
+
+    result = run(seeded, sql, "--var", "image_id=abc")
+
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "inventory: --var image_id='abc' is compared with an integer column; "
+        "give a whole number.\n",
+    )
