@@ -46,6 +46,11 @@ def demo(ctx: click.Context, images: int, seed: int) -> None:
 
     if images < 1:
         raise click.BadParameter("must be at least 1", param_hint="--images")
+    if DEMO_DATABASE.is_dir():
+        raise click.UsageError(
+            f"./{DEMO_DATABASE} is a directory; the demo writes its copy there as "
+            "a file. Run it in another folder, or move that directory."
+        )
     level = (ctx.obj or {}).get("log_level") or "WARNING"
     logs.configure("text", level, [DEMO_TOKEN])
     run_async(_demo)(images, seed)

@@ -269,3 +269,15 @@ async def test_a_rejection_that_echoes_the_token_does_not_print_it(
     assert_one_line_without_traceback(err)
     assert "you sent Bearer ***" in err
     assert TOKEN not in out + err
+
+
+async def test_demo_beside_a_directory_of_its_file_s_name_says_so(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inventory-demo.db").mkdir()
+
+    code, _, err = await inventory("demo", cwd=tmp_path)
+
+    assert code == 2
+    assert "./inventory-demo.db is a directory" in err
+    assert "store.url" not in err and "Traceback" not in err
