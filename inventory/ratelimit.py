@@ -241,7 +241,10 @@ class RateLimiter:
         """
         self.rate_limited += 1
         now = self._clock()
-        self._yield_more(now)
+        if now >= self._paused_until:
+            # The first 429 of a burst: those answered while its pause holds
+            # were sent before it and are the same event, not new neighbours.
+            self._yield_more(now)
         self._land(now, sequence if sequence is not None else self._oldest_in_flight())
         self._learn_limits(headers, now)
         until_reset = self._until_reset(headers)

@@ -526,6 +526,35 @@ async def test_after_a_429_a_quarter_of_each_budget_is_left_to_others(
     assert clock.sleeps == [1.0, 3599.0]
 
 
+async def test_a_burst_of_429s_at_once_leaves_others_the_first_share_only(
+    clock: FakeClock,
+) -> None:
+    """Seven requests in flight refused together are one 429, not seven: the
+    share left to others must not double seven times, to a half."""
+    rate = limiter(clock, per_minute=None, per_hour=100)
+    for _ in range(7):
+        await rate.acquire()
+    for sequence in range(1, 8):
+        rate.on_429(Headers.empty(), attempt=1, sequence=sequence)
+    await send(rate, 68)  # 75 with the seven refused
+    assert clock.sleeps == [1.0]
+    await rate.acquire()
+    assert clock.sleeps == [1.0, 3599.0]
+
+
+async def test_a_429_after_the_pause_is_a_new_one_and_leaves_them_more(
+    clock: FakeClock,
+) -> None:
+    rate = limiter(clock, per_minute=None, per_hour=100)
+    await rate.acquire()
+    rate.on_429(Headers.empty(), attempt=1, sequence=1)
+    await rate.acquire()  # after the 1 s pause
+    rate.on_429(Headers.empty(), attempt=1, sequence=2)
+    await send(rate, 48)  # half is theirs now: 50 with the two refused
+    await rate.acquire()
+    assert clock.sleeps[-1] > 3000
+
+
 async def test_the_share_left_to_others_halves_every_quiet_hour(
     clock: FakeClock,
 ) -> None:
