@@ -6,7 +6,9 @@ last guard: nothing should log one in the first place.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
@@ -22,6 +24,10 @@ NOTICE = {"notice": True}
 
 # Shorter values are no real secret, and replacing them mangles text.
 MIN_SECRET = 8
+# This much of a secret's start, in any case, is masked with what follows it:
+# an answer that echoes the token cut short (or upper-cased) gives away most of
+# it. Twelve characters of a DigitalOcean token are "dop_v1_" and five of hex.
+SECRET_PREFIX = 12
 
 # Secrets learnt after set-up (a token file rotated under a running daemon).
 _learnt: set[str] = set()
@@ -35,10 +41,29 @@ def keep_secret(secret: str) -> None:
 def redact(text: str) -> str:
     """`text` with every secret learnt so far replaced by `***`: for what goes
     elsewhere than a log line (a run's error in `sync_runs`, its summary)."""
-    for secret in _learnt:
-        if len(secret) >= MIN_SECRET:
-            text = text.replace(secret, "***")
-    return text
+    return _masked(text, _learnt)
+
+
+def _masked(text: str, secrets: Iterable[str]) -> str:
+    pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET))
+    return text if pattern is None else pattern.sub("***", text)
+
+
+@functools.lru_cache(maxsize=16)
+def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    """Each secret whole, or its first SECRET_PREFIX characters and the rest
+    of the word they start, in any case."""
+    if not secrets:
+        return None
+    longest_first = sorted(secrets, key=len, reverse=True)
+    # Whole secrets first: the first alternative that matches wins.
+    alternatives = [re.escape(secret) for secret in longest_first]
+    alternatives += [
+        re.escape(secret[:SECRET_PREFIX]) + r"[\w\-~+/=]*"
+        for secret in longest_first
+        if len(secret) > SECRET_PREFIX
+    ]
+    return re.compile("|".join(alternatives), re.IGNORECASE)
 
 
 class RedactSecrets(logging.Filter):
@@ -57,13 +82,12 @@ class RedactSecrets(logging.Filter):
         if not secrets:
             return True
         message = record.getMessage()
-        if any(secret in message for secret in secrets):
-            for secret in secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        masked = _masked(message, secrets)
+        if masked != message:
+            record.msg, record.args = masked, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if any(secret in text for secret in secrets):
+            if _masked(text, secrets) != text:
                 record.exc_info, record.exc_text = None, None
                 record.msg = f"{record.msg} (traceback withheld: it held a secret)"
         return True

@@ -343,3 +343,36 @@ async def test_a_token_read_when_a_run_opens_its_client_is_redacted_from_logs(
     redact.filter(record)
 
     assert record.getMessage() == "sent ***"
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        pytest.param(TOKEN, id="whole"),
+        pytest.param(TOKEN[:40], id="cut-short"),
+        pytest.param(TOKEN.upper(), id="upper-case"),
+        pytest.param(f"Bearer {TOKEN[:12]}", id="its-first-twelve"),
+    ],
+)
+def test_a_token_echoed_whole_cut_short_or_re_cased_is_masked(echoed: str) -> None:
+    import logging
+
+    from inventory.logs import RedactSecrets, keep_secret, redact
+
+    keep_secret(TOKEN)
+    text = f"you sent {echoed}. Check it."
+    record = logging.LogRecord("x", logging.WARNING, "", 0, "%s", (text,), None)
+
+    RedactSecrets([TOKEN]).filter(record)
+
+    for masked in (record.getMessage(), redact(text)):
+        assert masked.endswith("***. Check it.")
+        assert TOKEN[7:19].lower() not in masked.lower()
+
+
+def test_text_merely_like_the_token_is_left_alone() -> None:
+    from inventory.logs import keep_secret, redact
+
+    keep_secret(TOKEN)
+
+    assert redact("dop_v1_ and per_page=200") == "dop_v1_ and per_page=200"
