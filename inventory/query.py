@@ -522,12 +522,14 @@ def _bind(
         kind = contexts.get(name)
         if kind is None and name.removeprefix(VAR_PREFIX) in quoted:
             kind = "text"
-        if kind == "integer" and not INTEGER.fullmatch(value):
+        if kind == "integer" and not (
+            INTEGER.fullmatch(value) and INT64_MIN <= int(value) <= INT64_MAX
+        ):
             # SQLite would match nothing, PostgreSQL fail on "query argument
             # $1": both better said, naming the placeholder.
             raise QueryError(
                 f"--var {name.removeprefix(VAR_PREFIX)}={value!r} is compared with "
-                "an integer column; give a whole number."
+                "an integer column; give a whole number within 64 bits."
             )
         bound[name] = _typed(value, kind, dialect)
     return bound

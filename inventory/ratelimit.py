@@ -653,8 +653,11 @@ class RateLimiter:
     def _pause(self, now: float, wait: float, reason: str) -> None:
         until = now + wait
         if until > self._paused_until:
+            # Said once per pause: the rest of a burst of 429s only extends it.
+            level = logging.WARNING if now >= self._paused_until else logging.DEBUG
             self._paused_until = until
-            logger.warning(
+            logger.log(
+                level,
                 "Rate budget spent (%s); every request waits %.1f s, then the "
                 "run carries on",
                 reason,

@@ -726,15 +726,17 @@ def test_a_store_that_is_down_exits_1_not_the_bad_query_code() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["abc", "5.0", "9223372036854775808"])
 def test_a_non_integer_value_for_an_integer_column_names_its_placeholder(
-    seeded: str,
+    seeded: str, value: str
 ) -> None:
+    """Not SQLite's empty answer beside PostgreSQL's 'query argument $1'."""
     sql = "SELECT id FROM image_actions WHERE image_id = '{{ image_id }}'"
 
-    result = run(seeded, sql, "--var", "image_id=abc")
+    result = run(seeded, sql, "--var", f"image_id={value}")
 
     assert (result.exit_code, result.stderr) == (
         2,
-        "inventory: --var image_id='abc' is compared with an integer column; "
-        "give a whole number.\n",
+        f"inventory: --var image_id={value!r} is compared with an integer column; "
+        "give a whole number within 64 bits.\n",
     )

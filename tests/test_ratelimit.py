@@ -542,6 +542,22 @@ async def test_a_burst_of_429s_at_once_leaves_others_the_first_share_only(
     assert clock.sleeps == [1.0, 3599.0]
 
 
+async def test_a_burst_of_429s_is_one_warning(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rate = limiter(clock)
+    for _ in range(7):
+        await rate.acquire()
+    for sequence in range(1, 8):
+        clock.now += 0.001  # answered a moment apart, as a burst is
+        rate.on_429(Headers(None, 0, None, 2.0), attempt=1, sequence=sequence)
+
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage().split(";")[0] for r in warned] == [
+        "Rate budget spent (HTTP 429)"
+    ]
+
+
 async def test_a_429_after_the_pause_is_a_new_one_and_leaves_them_more(
     clock: FakeClock,
 ) -> None:
