@@ -160,6 +160,7 @@ class SyncRun:
         self._to_fetch = 0  # images queued for their actions
         self._fetched = 0
         self._progress_at = time.monotonic() + PROGRESS_S
+        self._unreadable = 0  # listed images skipped for want of a usable id
         self._failing = 0  # images whose actions failed since the last success
         self._outage: str | None = None  # why the API is taken to be down
         self._not_asked = 0  # images left unasked because of it
@@ -210,11 +211,14 @@ class SyncRun:
             logger.error("The image listing did not complete: %s", exc)
             return
         self.listing_complete = self.listing_error is None
-        if total is not None and total != len(seen):
+        if total is not None and total != len(seen) + self._unreadable:
             logger.warning(
-                "The listing announced %d images and returned %d distinct ones",
+                "The listing announced %d images and returned %d distinct ones%s",
                 total,
                 len(seen),
+                f" and {self._unreadable} without a usable id"
+                if self._unreadable
+                else "",
             )
         self._log_listed()
 
@@ -259,6 +263,7 @@ class SyncRun:
                 # Without an id it cannot be stored, and the listing cannot
                 # vouch for what is gone: no deletions this run.
                 self.listing_error = str(exc)
+                self._unreadable += 1
                 logger.warning("%s It was skipped; nothing is marked deleted.", exc)
         return images
 
