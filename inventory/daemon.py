@@ -228,6 +228,9 @@ class Daemon:
         """Serve the endpoints, wait for and migrate the store, schedule runs."""
         daemon = self.settings.daemon
         self.url = await self.endpoints.start(daemon.http_host, daemon.http_port)
+        if not self.migrate and self.store.dialect == "sqlite":
+            # Before the ping: opening a missing SQLite file creates it.
+            await self.store.require_schema()
         await wait_for_store(self.store, daemon.store_wait_s)
         if self.migrate:
             await self.store.migrate()

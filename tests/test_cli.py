@@ -197,12 +197,17 @@ async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
 async def test_a_store_without_its_schema_says_to_migrate(
     api: str, tmp_path: Path
 ) -> None:
-    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api}
-    code, _, err = await inventory("sync", "--no-migrate", env=env, cwd=tmp_path)
-    assert code == 1
-    assert_one_line_without_traceback(err)
-    assert "run `inventory migrate` first" in err
-    assert list(tmp_path.iterdir()) == []  # no empty store, no lock file
+    env = {
+        "DIGITALOCEAN_TOKEN": TOKEN,
+        "DIGITALOCEAN_API_URL": api,
+        "INVENTORY_HTTP_PORT": "0",
+    }
+    for command in ("sync", "run"):
+        code, _, err = await inventory(command, "--no-migrate", env=env, cwd=tmp_path)
+        assert code == 1, (command, err)
+        assert "run `inventory migrate` first" in err.splitlines()[-1]
+        assert "Traceback" not in err
+        assert list(tmp_path.iterdir()) == []  # no empty store, no lock file
 
 
 async def test_a_directory_is_no_sqlite_store(tmp_path: Path) -> None:
