@@ -228,13 +228,14 @@ class Daemon:
         """Serve the endpoints, wait for and migrate the store, schedule runs."""
         daemon = self.settings.daemon
         self.url = await self.endpoints.start(daemon.http_host, daemon.http_port)
-        if not self.migrate and self.store.dialect == "sqlite":
-            # Before the ping: opening a missing SQLite file creates it.
+        # On SQLite, before the ping: opening a missing file creates it.
+        check_first = not self.migrate and self.store.dialect == "sqlite"
+        if check_first:
             await self.store.require_schema()
         await wait_for_store(self.store, daemon.store_wait_s)
         if self.migrate:
             await self.store.migrate()
-        else:
+        elif not check_first:
             await self.store.require_schema()
         await self._take_account_lock()
         await self._tidy_runs()
@@ -498,15 +499,15 @@ class Daemon:
         # close (2 s more in SQLAlchemy's asyncpg adapter); the probe must not.
         ping = asyncio.ensure_future(self.store.ping())
         await asyncio.wait({ping}, timeout=STORE_PING_S)
-        if not ping.done():
+        if ping.done() and ping.exception() is None:
+            return self._freshness()
+        if ping.done():
+            reason = str(ping.exception())
+        else:
             ping.cancel()
             ping.add_done_callback(_forget)
             reason = f"no answer within {STORE_PING_S} s"
-            return Check(False, {"status": "store not answering", "error": reason})
-        if ping.exception() is not None:
-            reason = str(ping.exception())
-            return Check(False, {"status": "store not answering", "error": reason})
-        return self._freshness()
+        return Check(False, {"status": "store not answering", "error": reason})
 
     def _freshness(self) -> Check:
         limit_s = readiness_age_s(self.settings, self.expected_run_s)

@@ -28,6 +28,7 @@ from sqlglot.errors import ParseError, TokenError
 from inventory.config import Settings
 from inventory.errors import QueryError, StoreError, one_line
 from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
+from inventory.records import INT64_MAX, INT64_MIN
 from inventory.store import Store
 from inventory.tables import ImageActionRow, ImageRow
 
@@ -56,7 +57,6 @@ ACCOUNT_PARAM = "resource_account"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 QUOTED_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 INTEGER = re.compile(r"-?[0-9]+")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The first word of a statement, past comments and opening parentheses.
 FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
 NOT_READ_WORDS = frozenset(

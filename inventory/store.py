@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -163,35 +163,28 @@ class Store:
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""
-        try:
+        with _failing_as(f"The store at {self.describe()} does not answer"):
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"The store at {self.describe()} does not answer: {one_line(exc)}"
-            ) from exc
 
     async def migrate(self) -> None:
         """Bring the schema to the newest alembic revision."""
         from alembic.util.exc import CommandError
 
+        failed = f"Could not migrate the store at {self.describe()}"
         try:
-            async with self._migration_lock(), self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    # Held to the transaction's end: two first starts at once
-                    # would both create the tables.
-                    key = {"key": _lock_key("schema", "migrate")}
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
-                await conn.run_sync(_upgrade)
+            with _failing_as(failed):
+                async with self._migration_lock(), self.engine.begin() as conn:
+                    if self.dialect == "postgresql":
+                        # Held to the transaction's end: two first starts at
+                        # once would both create the tables.
+                        key = {"key": _lock_key("schema", "migrate")}
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), key
+                        )
+                    await conn.run_sync(_upgrade)
         except CommandError as exc:  # a revision this inventory does not know
-            raise StoreError(
-                f"Could not migrate the store at {self.describe()}: {exc}; is it "
-                "from a newer inventory?"
-            ) from exc
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"Could not migrate the store at {self.describe()}: {one_line(exc)}"
-            ) from exc
+            raise StoreError(f"{failed}: {exc}; is it from a newer inventory?") from exc
 
     @contextlib.asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
@@ -201,9 +194,7 @@ class Store:
             return
         import fcntl
 
-        database = Path(self.engine.url.database or "inventory.db").absolute()
-        path = database.with_name(f"{database.name}.migrate.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._beside("migrate"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
             yield
@@ -220,12 +211,8 @@ class Store:
         if self.dialect == "sqlite":
             if not Path(self.engine.url.database or "").is_file():
                 raise missing
-        try:
+        with _failing_as(f"The store at {self.describe()} does not answer"):
             revision = await self.revision()
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"The store at {self.describe()} does not answer: {one_line(exc)}"
-            ) from exc
         if revision is None:
             raise missing
 
@@ -265,9 +252,13 @@ class Store:
         )
 
     def _lock_path(self, account: str) -> Path:
-        database = Path(self.engine.url.database or "inventory.db").absolute()
         safe = account if SAFE_NAME.fullmatch(account) else f"{_lock_key(account):x}"
-        return database.with_name(f"{database.name}.account-{safe}.lock")
+        return self._beside(f"account-{safe}")
+
+    def _beside(self, name: str) -> Path:
+        """A SQLite store's lock file `name`, beside its database file."""
+        database = Path(self.engine.url.database or "inventory.db").absolute()
+        return database.with_name(f"{database.name}.{name}.lock")
 
     # Sync runs.
 
@@ -304,7 +295,7 @@ class Store:
         error: str | None = None,
     ) -> None:
         """Record how a run ended; StoreError when the store cannot take it."""
-        try:
+        with _failing_as(f"Could not record the end of run {run_id}"):
             async with self.engine.begin() as conn:
                 await conn.execute(
                     update(SYNC_RUNS)
@@ -316,10 +307,6 @@ class Store:
                         **counts.columns(),
                     )
                 )
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"Could not record the end of run {run_id}: {one_line(exc)}"
-            ) from exc
         self.unfinished_runs.discard((account, run_id))
 
     async def close_unfinished_runs(self, finished_at: datetime) -> list[int]:
@@ -608,14 +595,9 @@ class Store:
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
         """A sync's write transaction; the store refusing it (a full disk, a
         restarted server) is a StoreError in one line, not a database trace."""
-        try:
+        with _failing_as(f"The store at {self.describe()} could not take a write"):
             async with self.engine.begin() as conn:
                 yield conn
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"The store at {self.describe()} could not take a write: "
-                f"{one_line(exc)}"
-            ) from exc
 
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self.dialect == "postgresql" else sqlite
@@ -660,6 +642,16 @@ class Store:
 
 
 _MISSING: Any = object()
+
+
+@contextlib.contextmanager
+def _failing_as(message: str) -> Iterator[None]:
+    """The database failing (a refused connection, a full disk, a dropped
+    session) as one StoreError line: `message`, then the database's words."""
+    try:
+        yield
+    except (OSError, SQLAlchemyError) as exc:
+        raise StoreError(f"{message}: {one_line(exc)}") from exc
 
 
 def _drop_newer(
@@ -742,13 +734,21 @@ class AccountLock(abc.ABC):
     async def take(self) -> None:
         """Take the lock, or AccountBusy when another process holds it."""
 
-    @abc.abstractmethod
     async def confirm(self) -> None:
         """Make sure the lock is still held; take it again when it was lost.
 
         AccountBusy when another process took it meanwhile; StoreError when
         the store does not answer.
         """
+        if await self._still_held():
+            return
+        with _failing_as("Could not take the account's sync lock again"):
+            await self.take()
+
+    @abc.abstractmethod
+    async def _still_held(self) -> bool:
+        """Whether the lock is still ours; when not, what held it is let go
+        (and the loss said, once)."""
 
     @abc.abstractmethod
     async def release(self) -> None:
@@ -786,32 +786,26 @@ class _AdvisoryLock(AccountLock):
             raise self._busy
         self._conn = conn
 
-    async def confirm(self) -> None:
+    async def _still_held(self) -> bool:
         # The connection stays ours until the answer: a check cancelled midway
         # (the run it watched ended) must not drop a session holding the lock.
         conn = self._conn
-        if conn is not None:
-            unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF
-            halves = {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
-            try:
-                held = await conn.scalar(self.HELD, halves)
-                await conn.commit()
-            except (OSError, SQLAlchemyError):  # the connection is gone
-                held = False
-            if held:
-                return
-            self._conn = None
-            await _discard(conn)  # gone, or a session that lost its lock
-            # Said once, when it goes: not again at each try to take it back.
-            logger.warning("The account's sync lock was lost; taking it again")
+        if conn is None:
+            return False
+        unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF
+        halves = {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
         try:
-            await self.take()
-        except AccountBusy:
-            raise
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(
-                f"Could not take the account's sync lock again: {one_line(exc)}"
-            ) from exc
+            held = await conn.scalar(self.HELD, halves)
+            await conn.commit()
+        except (OSError, SQLAlchemyError):  # the connection is gone
+            held = False
+        if held:
+            return True
+        self._conn = None
+        await _discard(conn)  # gone, or a session that lost its lock
+        # Said once, when it goes: not again at each try to take it back.
+        logger.warning("The account's sync lock was lost; taking it again")
+        return False
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -860,29 +854,22 @@ class _FileLock(AccountLock):
             raise
         self._fd = fd
 
-    async def confirm(self) -> None:
+    async def _still_held(self) -> bool:
         """Held while the file we lock is still the one at the path: a removed
         lock file lets another process lock a new one."""
-        if self._fd is not None:
-            try:
-                same = os.path.samestat(os.fstat(self._fd), os.stat(self._path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                return
-            os.close(self._fd)
-            self._fd = None
-            logger.warning(
-                "The account's lock file %s was removed; taking it again", self._path
-            )
+        if self._fd is None:
+            return False
         try:
-            await self.take()
-        except AccountBusy:
-            raise
-        except OSError as exc:
-            raise StoreError(
-                f"Could not take the account's sync lock again: {exc}"
-            ) from exc
+            if os.path.samestat(os.fstat(self._fd), os.stat(self._path)):
+                return True
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        logger.warning(
+            "The account's lock file %s was removed; taking it again", self._path
+        )
+        return False
 
     async def release(self) -> None:
         fd, self._fd = self._fd, None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
+from tcpproxy import Proxy, serve_proxy
 
 from inventory.config import Settings, load_settings
 from inventory.store import Store
@@ -47,6 +49,18 @@ async def create_postgres_database() -> str:
     finally:
         await conn.close()
     return admin.set(database=name).render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def proxied_postgres() -> AsyncIterator[tuple[Proxy, URL]]:
+    """A new PostgreSQL database reached through a proxy that can pause: a
+    store that hangs, at will. Dropped afterwards."""
+    url = make_url(await create_postgres_database())
+    try:
+        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            yield proxy, url.set(host="127.0.0.1", port=proxy.port)
+    finally:
+        await drop_postgres_database(url.render_as_string(hide_password=False))
 
 
 async def drop_postgres_database(url: str) -> None:

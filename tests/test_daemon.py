@@ -26,9 +26,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from tcpproxy import serve_proxy
 
 from inventory.config import Settings, load_settings
 from inventory.daemon import (
@@ -48,6 +46,7 @@ from conftest import (
     create_postgres_database,
     drop_postgres_database,
     lose_account_lock,
+    proxied_postgres,
 )
 
 TOKEN = "dop_v1_" + "da3m0n" * 8
@@ -467,26 +466,21 @@ async def test_a_store_that_hangs_reads_as_not_ready_in_under_a_second(
 ) -> None:
     """/readyz answers within Kubernetes' default 1 s probe timeout, saying
     why, instead of the probe timing out on it."""
-    url = make_url(await create_postgres_database())
-    try:
-        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-            proxied = url.set(host="127.0.0.1", port=proxy.port)
-            database_url = proxied.render_as_string(hide_password=False)
-            sim = simulator()
-            async with sim.serve() as base_url:
-                settings = settings_for(tmp_path, base_url, database_url)
-                async with running(settings) as daemon:
+    async with proxied_postgres() as (proxy, proxied):
+        database_url = proxied.render_as_string(hide_password=False)
+        sim = simulator()
+        async with sim.serve() as base_url:
+            settings = settings_for(tmp_path, base_url, database_url)
+            async with running(settings) as daemon:
 
-                    async def ready() -> bool:
-                        """the daemon to be ready"""
-                        return (await daemon.readiness()).ok
+                async def ready() -> bool:
+                    """the daemon to be ready"""
+                    return (await daemon.readiness()).ok
 
-                    await eventually(ready)
-                    proxy.pause()
-                    check = await daemon.readiness()
-                    proxy.resume()
-    finally:
-        await drop_postgres_database(url.render_as_string(hide_password=False))
+                await eventually(ready)
+                proxy.pause()
+                check = await daemon.readiness()
+                proxy.resume()
 
     assert not check.ok
     assert check.detail == {
@@ -502,31 +496,26 @@ async def test_stop_is_bounded_when_the_store_hangs_mid_run(
     """The store stops answering (a partition, a stopped server): the stop
     still takes its grace plus FINISH_S at most, and a second signal less."""
     monkeypatch.setattr("inventory.daemon.FINISH_S", 2.0)
-    url = make_url(await create_postgres_database())
-    try:
-        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-            proxied = url.set(host="127.0.0.1", port=proxy.port)
-            database_url = proxied.render_as_string(hide_password=False)
-            sim = simulator(latency_s=0.05, images=200)
-            async with sim.serve() as base_url:
-                settings = settings_for(
-                    tmp_path, base_url, database_url, daemon={"grace_s": 0.5}
-                )
-                daemon = Daemon(settings)
-                await daemon.start()
-                async with reading(database_url) as store:
-                    await eventually(runs_where(store, a_run_started))
-                await asyncio.sleep(0.3)
-                proxy.pause()
-                started = time.monotonic()
-                stopping = asyncio.create_task(daemon.stop())
-                if second_signal:
-                    await asyncio.sleep(0.1)
-                    daemon.hurry()
-                await asyncio.wait_for(stopping, 30)
-                stop_s = time.monotonic() - started
-    finally:
-        await drop_postgres_database(url.render_as_string(hide_password=False))
+    async with proxied_postgres() as (proxy, proxied):
+        database_url = proxied.render_as_string(hide_password=False)
+        sim = simulator(latency_s=0.05, images=200)
+        async with sim.serve() as base_url:
+            settings = settings_for(
+                tmp_path, base_url, database_url, daemon={"grace_s": 0.5}
+            )
+            daemon = Daemon(settings)
+            await daemon.start()
+            async with reading(database_url) as store:
+                await eventually(runs_where(store, a_run_started))
+            await asyncio.sleep(0.3)
+            proxy.pause()
+            started = time.monotonic()
+            stopping = asyncio.create_task(daemon.stop())
+            if second_signal:
+                await asyncio.sleep(0.1)
+                daemon.hurry()
+            await asyncio.wait_for(stopping, 30)
+            stop_s = time.monotonic() - started
 
     assert daemon.phase == "stopped"
     assert stop_s < (2.5 if second_signal else 0.5 + 2.0 + 2.0), stop_s

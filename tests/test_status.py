@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy.engine import make_url
-from tcpproxy import serve_proxy
 
 from inventory.errors import StoreError
 from inventory.status import _status, judge, status_command
 from inventory.store import RunCounts, Store
 
-from conftest import create_postgres_database, drop_postgres_database, make_settings
+from conftest import make_settings, proxied_postgres
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 AGE_S = 1800.0  # twice the default 900 s interval, for an empty store
@@ -243,18 +241,13 @@ async def test_a_store_that_hangs_is_one_line_within_the_check_s_timeout(
     """A partitioned PostgreSQL: status gives up after STATUS_S, saying so,
     instead of hanging past the container's health-check timeout."""
     monkeypatch.setattr("inventory.status.STATUS_S", 0.5)
-    url = make_url(await create_postgres_database())
-    try:
-        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-            proxy.pause()
-            proxied = url.set(host="127.0.0.1", port=proxy.port)
-            settings = make_settings(
-                database_url=proxied.render_as_string(hide_password=False)
-            )
-            with pytest.raises(StoreError) as raised:
-                await asyncio.wait_for(_status(settings), 30)
-    finally:
-        await drop_postgres_database(url.render_as_string(hide_password=False))
+    async with proxied_postgres() as (proxy, proxied):
+        proxy.pause()
+        settings = make_settings(
+            database_url=proxied.render_as_string(hide_password=False)
+        )
+        with pytest.raises(StoreError) as raised:
+            await asyncio.wait_for(_status(settings), 30)
 
     assert str(raised.value) == (
         f"The store at {proxied.render_as_string()} did not answer within 0.5 s."

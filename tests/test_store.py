@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from tcpproxy import serve_proxy
 
 from inventory.errors import AccountBusy, StoreError
 from inventory.records import parse_action, parse_image
@@ -20,9 +19,8 @@ from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
 from conftest import (
     EXAMPLES,
-    create_postgres_database,
-    drop_postgres_database,
     lose_account_lock,
+    proxied_postgres,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -366,57 +364,55 @@ async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
     assert len(await store.recent_runs("other")) == 2  # not this account's to prune
 
 
-async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
-    store: Store, database_url: str
-) -> None:
-    other = Store.open(database_url)
+@pytest.fixture
+async def other(database_url: str) -> AsyncIterator[Store]:
+    """The same store as another process opens it."""
+    store = Store.open(database_url)
     try:
-        async with store.account_lock("default"):
-            with pytest.raises(AccountBusy, match="'default'"):
-                async with other.account_lock("default"):
-                    pass
-            async with other.account_lock("second account"):
-                pass
-        async with other.account_lock("default"):
-            pass
+        yield store
     finally:
-        await other.close()
+        await store.close()
+
+
+async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
+    store: Store, other: Store
+) -> None:
+    async with store.account_lock("default"):
+        with pytest.raises(AccountBusy, match="'default'"):
+            async with other.account_lock("default"):
+                pass
+        async with other.account_lock("second account"):
+            pass
+    async with other.account_lock("default"):
+        pass
 
 
 async def test_a_lost_account_lock_is_taken_again_before_the_next_run(
-    store: Store, database_url: str
+    store: Store, other: Store, database_url: str
 ) -> None:
-    other = Store.open(database_url)
-    try:
-        async with store.account_lock("default") as lock:
-            await lock.confirm()  # held: nothing to do
-            await lose_account_lock(store, database_url)
-            await lock.confirm()
-            with pytest.raises(AccountBusy):
-                async with other.account_lock("default"):
-                    pass
-        async with other.account_lock("default"):
-            pass
-    finally:
-        await other.close()
+    async with store.account_lock("default") as lock:
+        await lock.confirm()  # held: nothing to do
+        await lose_account_lock(store, database_url)
+        await lock.confirm()
+        with pytest.raises(AccountBusy):
+            async with other.account_lock("default"):
+                pass
+    async with other.account_lock("default"):
+        pass
 
 
 async def test_a_lost_account_lock_another_process_took_says_so(
-    store: Store, database_url: str
+    store: Store, other: Store, database_url: str
 ) -> None:
-    other = Store.open(database_url)
-    try:
-        async with store.account_lock("default") as lock:
-            await lose_account_lock(store, database_url)
+    async with store.account_lock("default") as lock:
+        await lose_account_lock(store, database_url)
+        async with other.account_lock("default"):
+            with pytest.raises(AccountBusy, match="one at a time"):
+                await lock.confirm()
+        await lock.confirm()  # the other let go: ours again
+        with pytest.raises(AccountBusy):
             async with other.account_lock("default"):
-                with pytest.raises(AccountBusy, match="one at a time"):
-                    await lock.confirm()
-            await lock.confirm()  # the other let go: ours again
-            with pytest.raises(AccountBusy):
-                async with other.account_lock("default"):
-                    pass
-    finally:
-        await other.close()
+                pass
 
 
 async def test_a_store_from_a_newer_inventory_is_one_clear_error(store: Store) -> None:
@@ -511,19 +507,14 @@ async def test_a_postgresql_that_accepts_no_connection_is_said_so_in_time(
 ) -> None:
     """Hung or partitioned: CONNECT_TIMEOUT_S, not asyncpg's 60 s."""
     monkeypatch.setattr("inventory.store.CONNECT_TIMEOUT_S", 0.5)
-    url = make_url(await create_postgres_database())
-    try:
-        async with serve_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-            proxy.pause()
-            proxied = url.set(host="127.0.0.1", port=proxy.port)
-            store = Store.open(proxied.render_as_string(hide_password=False))
-            try:
-                with pytest.raises(StoreError) as raised:
-                    await asyncio.wait_for(store.ping(), 20)
-            finally:
-                await asyncio.wait_for(store.close(), 20)
-    finally:
-        await drop_postgres_database(url.render_as_string(hide_password=False))
+    async with proxied_postgres() as (proxy, proxied):
+        proxy.pause()
+        store = Store.open(proxied.render_as_string(hide_password=False))
+        try:
+            with pytest.raises(StoreError) as raised:
+                await asyncio.wait_for(store.ping(), 20)
+        finally:
+            await asyncio.wait_for(store.close(), 20)
 
     assert str(raised.value) == (
         f"The store at {proxied.render_as_string()} does not answer: no answer in time"
