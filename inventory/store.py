@@ -730,6 +730,11 @@ def _lock_key(name: str, purpose: str = "sync") -> int:
 class AccountLock(abc.ABC):
     """An account's sync lock, held by this process."""
 
+    def __init__(self) -> None:
+        # One confirm at a time: two that both saw the lock lost would both
+        # take it, and the second would find it busy, held by the first.
+        self._confirming = asyncio.Lock()
+
     @abc.abstractmethod
     async def take(self) -> None:
         """Take the lock, or AccountBusy when another process holds it."""
@@ -740,10 +745,11 @@ class AccountLock(abc.ABC):
         AccountBusy when another process took it meanwhile; StoreError when
         the store does not answer.
         """
-        if await self._still_held():
-            return
-        with _failing_as("Could not take the account's sync lock again"):
-            await self.take()
+        async with self._confirming:
+            if await self._still_held():
+                return
+            with _failing_as("Could not take the account's sync lock again"):
+                await self.take()
 
     @abc.abstractmethod
     async def _still_held(self) -> bool:
@@ -766,10 +772,15 @@ class _AdvisoryLock(AccountLock):
     )
 
     def __init__(self, engine: AsyncEngine, key: int, busy: AccountBusy) -> None:
+        super().__init__()
         self._engine = engine
         self._key = key
         self._busy = busy
         self._conn: AsyncConnection | None = None
+        # The question in flight on the lock's connection. It is not cancelled
+        # with the check that asked it: a query cut midway leaves the session
+        # unusable, and dropping that session would let the lock go.
+        self._asking: asyncio.Task[bool] | None = None
 
     async def take(self) -> None:
         conn = await self._engine.connect()
@@ -787,31 +798,38 @@ class _AdvisoryLock(AccountLock):
         self._conn = conn
 
     async def _still_held(self) -> bool:
-        # The connection stays ours until the answer: a check cancelled midway
-        # (the run it watched ended) must not drop a session holding the lock.
         conn = self._conn
         if conn is None:
             return False
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.create_task(self._ask(conn))
+        held = await asyncio.shield(self._asking)
+        if held:
+            return True
+        if self._conn is conn:  # not already dropped by a check beside this one
+            self._conn = None
+            await _discard(conn)  # gone, or a session that lost its lock
+            # Said once, when it goes: not again at each try to take it back.
+            logger.warning("The account's sync lock was lost; taking it again")
+        return False
+
+    async def _ask(self, conn: AsyncConnection) -> bool:
         unsigned = self._key & 0xFFFF_FFFF_FFFF_FFFF
         halves = {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
         try:
             held = await conn.scalar(self.HELD, halves)
             await conn.commit()
         except (OSError, SQLAlchemyError):  # the connection is gone
-            held = False
-        if held:
-            return True
-        self._conn = None
-        await _discard(conn)  # gone, or a session that lost its lock
-        # Said once, when it goes: not again at each try to take it back.
-        logger.warning("The account's sync lock was lost; taking it again")
-        return False
+            return False
+        return bool(held)
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
+            if self._asking is not None:  # the connection takes one at a time
+                await asyncio.wait({self._asking})
             # Pooled connections live on: the lock must be let go by hand.
             await conn.execute(
                 text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
@@ -836,6 +854,7 @@ class _FileLock(AccountLock):
     CI are Linux)."""
 
     def __init__(self, path: Path, busy: AccountBusy) -> None:
+        super().__init__()
         self._path = path
         self._busy = busy
         self._fd: int | None = None

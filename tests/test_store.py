@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -413,6 +414,28 @@ async def test_a_lost_account_lock_another_process_took_says_so(
         with pytest.raises(AccountBusy):
             async with other.account_lock("default"):
                 pass
+
+
+async def test_a_check_cancelled_midway_keeps_the_lock(
+    store: Store, other: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that ends cancels its lock check wherever it is; on PostgreSQL a
+    query cut midway used to leave the lock's session unusable, so the next
+    check dropped it (letting the lock go) and took it again."""
+    async with store.account_lock("default") as lock:
+        for step in range(60):
+            check = asyncio.create_task(lock.confirm())
+            await asyncio.sleep(0.0001 * step)  # cut at a different point each time
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+            await lock.confirm()
+        with pytest.raises(AccountBusy):
+            async with other.account_lock("default"):
+                pass
+    assert "lost" not in caplog.text
+    async with other.account_lock("default"):
+        pass
 
 
 async def test_a_store_from_a_newer_inventory_is_one_clear_error(store: Store) -> None:
