@@ -392,7 +392,8 @@ async def test_a_hung_run_is_ended_by_its_deadline_and_the_next_run_happens(
 
     assert [row["status"] for row in rows][:2] == ["interrupted", "succeeded"]
     assert rows[0]["error"] == "The run passed its deadline of 1 s and was stopped."
-    assert (rows[0]["finished_at"] - rows[0]["started_at"]).total_seconds() < 3
+    # Cut by the deadline, not by the stall's end 30 s on.
+    assert (rows[0]["finished_at"] - rows[0]["started_at"]).total_seconds() < 20
     assert health.ok
 
 
@@ -400,13 +401,13 @@ async def test_triggers_during_a_run_are_coalesced_counted_and_run_back_to_back(
     tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "inventory")
-    sim = simulator(latency_s=0.05)
+    sim = simulator(latency_s=0.1)  # a run takes 2 s at least
     async with sim.serve() as base_url:
         settings = settings_for(
             tmp_path,
             base_url,
             database_url,
-            daemon={"interval_s": 0.4},
+            daemon={"interval_s": 1.0},
             sync={"concurrency": 1},
         )
         async with reading(database_url) as store, running(settings) as daemon:
@@ -418,14 +419,14 @@ async def test_triggers_during_a_run_are_coalesced_counted_and_run_back_to_back(
     pairs = list(zip(rows, rows[1:], strict=False))
     gaps_s = [(b["started_at"] - a["finished_at"]).total_seconds() for a, b in pairs]
     assert all(gap >= 0 for gap in gaps_s), "two runs overlapped"
-    assert max(gaps_s[:2]) < 0.2, "runs longer than the interval were not back to back"
+    assert max(gaps_s[:2]) < 0.5, "runs longer than the interval were not back to back"
     assert (
         value(samples, "inventory_schedule_triggers_coalesced_total", reason="running")
         >= 2
     )
     assert value(samples, "inventory_schedule_overrun") == 1.0
     assert any(
-        "longer than the 0.4 s between triggers" in record.getMessage()
+        "longer than the 1.0 s between triggers" in record.getMessage()
         for record in caplog.records
         if record.levelno == logging.WARNING
     )
@@ -434,7 +435,7 @@ async def test_triggers_during_a_run_are_coalesced_counted_and_run_back_to_back(
 async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
     tmp_path: Path, database_url: str
 ) -> None:
-    sim = simulator(latency_s=0.2)
+    sim = simulator(latency_s=0.5)  # a whole run takes 10 s at least
     async with sim.serve() as base_url:
         settings = settings_for(
             tmp_path,
@@ -449,7 +450,7 @@ async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
             await eventually(runs_where(store, a_run_started))
             await asyncio.sleep(0.5)
             started = time.monotonic()
-            await daemon.stop()
+            await asyncio.wait_for(daemon.stop(), 30)
             stop_s = time.monotonic() - started
             rows = await runs_of(store)
 
@@ -457,7 +458,7 @@ async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
     assert [(row["status"], row["error"]) for row in rows] == [
         ("interrupted", STOPPED_FROM_OUTSIDE)
     ]
-    assert 0.3 <= stop_s < 2.3
+    assert stop_s >= 0.3  # the grace was given; "interrupted": not the whole run
     assert value(samples, "inventory_sync_runs_total", status="interrupted") == 1.0
 
 
@@ -494,8 +495,9 @@ async def test_stop_is_bounded_when_the_store_hangs_mid_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_signal: bool
 ) -> None:
     """The store stops answering (a partition, a stopped server): the stop
-    still takes its grace plus FINISH_S at most, and a second signal less."""
-    monkeypatch.setattr("inventory.daemon.FINISH_S", 2.0)
+    still ends after its grace and FINISH_S, and a second signal cuts even a
+    FINISH_S that would never end in this test to HURRY_S."""
+    monkeypatch.setattr("inventory.daemon.FINISH_S", 600.0 if second_signal else 2.0)
     async with proxied_postgres() as (proxy, proxied):
         database_url = proxied.render_as_string(hide_password=False)
         sim = simulator(latency_s=0.05, images=200)
@@ -509,16 +511,13 @@ async def test_stop_is_bounded_when_the_store_hangs_mid_run(
                 await eventually(runs_where(store, a_run_started))
             await asyncio.sleep(0.3)
             proxy.pause()
-            started = time.monotonic()
             stopping = asyncio.create_task(daemon.stop())
             if second_signal:
                 await asyncio.sleep(0.1)
                 daemon.hurry()
             await asyncio.wait_for(stopping, 30)
-            stop_s = time.monotonic() - started
 
     assert daemon.phase == "stopped"
-    assert stop_s < (2.5 if second_signal else 0.5 + 2.0 + 2.0), stop_s
 
 
 async def test_stop_lets_a_run_that_ends_within_its_grace_finish(
@@ -627,29 +626,26 @@ async def test_start_up_closes_runs_a_dead_process_left_and_prunes_old_ones(
 async def test_a_second_signal_cuts_the_grace_short(
     tmp_path: Path, database_url: str
 ) -> None:
-    sim = simulator(latency_s=0.2)
+    sim = simulator(latency_s=1.0)  # a whole run takes 20 s at least
     async with sim.serve() as base_url:
         settings = settings_for(
             tmp_path,
             base_url,
             database_url,
-            daemon={"grace_s": 30},
+            daemon={"grace_s": 600},
             sync={"concurrency": 1},
         )
         daemon = Daemon(settings)
         await daemon.start()
         async with reading(database_url) as store:
             await eventually(runs_where(store, a_run_started))
-            started = time.monotonic()
             stopping = asyncio.create_task(daemon.stop())
             await asyncio.sleep(0.2)
             daemon.hurry()
-            await stopping
-            stop_s = time.monotonic() - started
+            await asyncio.wait_for(stopping, 15)  # before the run could end
             rows = await runs_of(store)
 
     assert [row["status"] for row in rows] == ["interrupted"]
-    assert stop_s < 2
 
 
 async def test_a_refused_token_fails_each_run_in_one_line_and_the_daemon_goes_on(
@@ -847,9 +843,8 @@ async def test_inventory_run_syncs_serves_metrics_and_stops_cleanly_on_sigterm(
                 samples, rows = await consistent_metrics(endpoint, store)
                 sim.churn()  # the next runs see a changed account
                 second = snapshot(sim)
-                cut = await signal_mid_run(process, store, after_id=rows[-1]["id"])
-                exit_code = await asyncio.wait_for(process.wait(), grace_s + 5)
-                stopped_s = time.monotonic() - cut
+                await signal_mid_run(process, store, after_id=rows[-1]["id"])
+                await asyncio.wait_for(process.wait(), 30)
                 final = await runs_of(store)
         finally:
             if process.returncode is None:
@@ -866,8 +861,7 @@ async def test_inventory_run_syncs_serves_metrics_and_stops_cleanly_on_sigterm(
     assert total(samples, "inventory_api_requests_total") >= sum(
         row["requests"] for row in rows
     )
-    assert exit_code == 0
-    assert stopped_s < grace_s + 3
+    assert process.returncode == 0
     assert [row["status"] for row in final[:2]] == ["succeeded", "succeeded"]
     assert final[-1]["status"] == "interrupted"
     assert final[-1]["error"] == STOPPED_FROM_OUTSIDE
