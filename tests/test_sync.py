@@ -287,10 +287,11 @@ async def test_a_rejected_token_fails_the_run_and_says_so(
 async def test_a_run_past_its_deadline_is_interrupted_and_keeps_what_it_stored(
     api: FakeAPI, store: Store, database_url: str
 ) -> None:
-    settings = make_settings(api.url, database_url, sync={"deadline_s": 0.5})
+    # The deadline leaves a loaded machine time for image 1, never for image 2.
+    settings = make_settings(api.url, database_url, sync={"deadline_s": 2.0})
     api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
     api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
-    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=5)
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=60)
     result = await sync(settings, store)
     assert result.status == "interrupted"
     assert "deadline" in (result.error or "")
@@ -374,7 +375,7 @@ async def test_a_run_stopped_by_its_deadline_after_a_complete_listing_still_dele
     api: FakeAPI, store: Store, database_url: str
 ) -> None:
     """Deletions follow the listing, not the run's status."""
-    settings = make_settings(api.url, database_url, sync={"deadline_s": 0.5})
+    settings = make_settings(api.url, database_url, sync={"deadline_s": 2.0})
     api.get("/v2/images?per_page=200", payload=images_page([1, 2, 3]))
     for i in (1, 2, 3):
         api.get(f"/v2/images/{i}/actions?per_page=200", payload=actions())
@@ -382,7 +383,7 @@ async def test_a_run_stopped_by_its_deadline_after_a_complete_listing_still_dele
 
     api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
     api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
-    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=5)
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20), delay_s=60)
     result = await sync(settings, store)
 
     assert result.status == "interrupted"
