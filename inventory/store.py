@@ -130,8 +130,8 @@ class Store:
         # closed later by `close_unfinished_runs`, by this process only.
         self.unfinished_runs: set[tuple[str, int]] = set()
         # Built once: assembling an upsert costs more than running a batch.
-        self._upsert_images = self._upsert_images_statement()
-        self._upsert_actions = self._upsert_actions_statement()
+        self._upsert_images = self._upsert(IMAGES, deleted_at=None)  # back, if gone
+        self._upsert_actions = self._upsert(IMAGE_ACTIONS)
 
     @classmethod
     def open(cls, url: str | URL, *, read_only: bool = False) -> Store:
@@ -422,23 +422,27 @@ class Store:
             await self._replace_regions(conn, account, fresh)
         return counts
 
-    def _upsert_images_statement(self) -> Any:
-        stmt = self._insert(IMAGES)
+    def _upsert(self, table: Any, **also: Any) -> Any:
+        """Insert rows of `table`, or update the stored copy; `updated_at`
+        moves only when the raw object changed.
+
+        A run that saw a row earlier (one that lost its lock and overlapped a
+        newer run) neither overwrites the newer copy nor moves `last_seen_at`
+        back, where the newer run's deletions would take it.
+        """
+        stmt = self._insert(table)
         excluded = stmt.excluded
         keep = {"account", "id", "first_seen_at", "updated_at"}
-        values = {c.name: excluded[c.name] for c in IMAGES.c if c.name not in keep}
-        values["deleted_at"] = None
+        values = {c.name: excluded[c.name] for c in table.c if c.name not in keep}
         values["updated_at"] = case(
-            (IMAGES.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
-            else_=IMAGES.c.updated_at,
+            (table.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
+            else_=table.c.updated_at,
         )
-        # A run that saw the image earlier (one that lost its lock and
-        # overlapped a newer run) neither overwrites the newer copy nor moves
-        # `last_seen_at` back, where the newer run's deletions would take it.
+        values.update(also)
         return stmt.on_conflict_do_update(
             index_elements=["account", "id"],
             set_=values,
-            where=IMAGES.c.last_seen_at <= excluded.last_seen_at,
+            where=table.c.last_seen_at <= excluded.last_seen_at,
         )
 
     async def _replace_regions(
@@ -532,23 +536,6 @@ class Store:
             if rows:
                 await conn.execute(self._upsert_actions, rows)
         return counts
-
-    def _upsert_actions_statement(self) -> Any:
-        stmt = self._insert(IMAGE_ACTIONS)
-        excluded = stmt.excluded
-        keep = {"account", "id", "first_seen_at", "updated_at"}
-        values = {
-            c.name: excluded[c.name] for c in IMAGE_ACTIONS.c if c.name not in keep
-        }
-        values["updated_at"] = case(
-            (IMAGE_ACTIONS.c.raw.is_distinct_from(excluded.raw), excluded.updated_at),
-            else_=IMAGE_ACTIONS.c.updated_at,
-        )
-        return stmt.on_conflict_do_update(
-            index_elements=["account", "id"],
-            set_=values,
-            where=IMAGE_ACTIONS.c.last_seen_at <= excluded.last_seen_at,
-        )
 
     # Read-only queries, for `inventory query`.
 
