@@ -432,27 +432,41 @@ async def test_triggers_during_a_run_are_coalesced_counted_and_run_back_to_back(
     )
 
 
-async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
-    tmp_path: Path, database_url: str
-) -> None:
-    sim = simulator(latency_s=0.5)  # a whole run takes 10 s at least
+@asynccontextmanager
+async def mid_run(
+    tmp_path: Path, database_url: str, grace_s: float
+) -> AsyncIterator[tuple[Daemon, Store]]:
+    """A daemon in its first run, one that lasts 20 s at least (1 s a request,
+    one at a time), and the store to read it from."""
+    sim = simulator(latency_s=1.0)
     async with sim.serve() as base_url:
         settings = settings_for(
             tmp_path,
             base_url,
             database_url,
-            daemon={"grace_s": 0.3},
+            daemon={"grace_s": grace_s},
             sync={"concurrency": 1},
         )
         daemon = Daemon(settings)
         await daemon.start()
-        async with reading(database_url) as store:
-            await eventually(runs_where(store, a_run_started))
-            await asyncio.sleep(0.5)
-            started = time.monotonic()
-            await asyncio.wait_for(daemon.stop(), 30)
-            stop_s = time.monotonic() - started
-            rows = await runs_of(store)
+        try:
+            async with reading(database_url) as store:
+                await eventually(runs_where(store, a_run_started))
+                yield daemon, store
+        finally:
+            daemon.hurry()  # stopped already, or a test that failed midway
+            await daemon.stop()
+
+
+async def test_stop_cancels_a_run_past_its_grace_and_records_it_interrupted(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with mid_run(tmp_path, database_url, grace_s=0.3) as (daemon, store):
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await asyncio.wait_for(daemon.stop(), 15)  # before the run could end
+        stop_s = time.monotonic() - started
+        rows = await runs_of(store)
 
     samples = parse_metrics(daemon.exposition().decode())
     assert [(row["status"], row["error"]) for row in rows] == [
@@ -626,24 +640,12 @@ async def test_start_up_closes_runs_a_dead_process_left_and_prunes_old_ones(
 async def test_a_second_signal_cuts_the_grace_short(
     tmp_path: Path, database_url: str
 ) -> None:
-    sim = simulator(latency_s=1.0)  # a whole run takes 20 s at least
-    async with sim.serve() as base_url:
-        settings = settings_for(
-            tmp_path,
-            base_url,
-            database_url,
-            daemon={"grace_s": 600},
-            sync={"concurrency": 1},
-        )
-        daemon = Daemon(settings)
-        await daemon.start()
-        async with reading(database_url) as store:
-            await eventually(runs_where(store, a_run_started))
-            stopping = asyncio.create_task(daemon.stop())
-            await asyncio.sleep(0.2)
-            daemon.hurry()
-            await asyncio.wait_for(stopping, 15)  # before the run could end
-            rows = await runs_of(store)
+    async with mid_run(tmp_path, database_url, grace_s=600) as (daemon, store):
+        stopping = asyncio.create_task(daemon.stop())
+        await asyncio.sleep(0.2)
+        daemon.hurry()
+        await asyncio.wait_for(stopping, 15)  # before the run could end
+        rows = await runs_of(store)
 
     assert [row["status"] for row in rows] == ["interrupted"]
 
