@@ -29,7 +29,7 @@ from inventory.config import Settings
 from inventory.errors import QueryError, StoreError, one_line
 from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
 from inventory.records import INT64_MAX, INT64_MIN
-from inventory.store import Store
+from inventory.store import Store, missing_sqlite_file
 from inventory.tables import ImageActionRow, ImageRow
 
 # StackQL's names for DigitalOcean's resources, and the relation answering each:
@@ -571,7 +571,8 @@ def _timestamp_param(value: str, dialect: str) -> Any:
 
 async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]]]:
     """Run prepared SQL on a read-only store; its rows as JSON-ready values."""
-    _require_sqlite_file(url)
+    if missing := missing_sqlite_file(url):
+        raise QueryError(_no_store(missing))
     store = Store.open(url, read_only=True)
     try:
         await _require_schema(store)
@@ -596,23 +597,9 @@ def _with_placeholder_hint(message: str, prepared: Prepared) -> str:
     return message
 
 
-def _require_sqlite_file(url: URL) -> None:
-    """A missing SQLite file is no store: say so, and do not create it."""
-    path = url.database or ""
-    if url.get_backend_name() == "sqlite" and path and path != ":memory:":
-        if not Path(path).is_file():
-            raise QueryError(_no_store(path))
-
-
 async def _require_schema(store: Store) -> None:
-    try:
-        revision = await store.revision()
-    except (OSError, SQLAlchemyError) as exc:
-        # Not the query's fault: exit 1, as for any store that is down.
-        raise StoreError(
-            f"Cannot open the store at {store.describe()}: {one_line(exc)}"
-        ) from exc
-    if revision is None:
+    # A store that cannot be read is not the query's fault: StoreError, exit 1.
+    if not await store.has_schema():
         raise QueryError(_no_store(store.describe()))
 
 

@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,7 +22,7 @@ from inventory.client import limiter_for
 from inventory.config import Settings, load_settings
 from inventory.daemon import estimate_run_s, readiness_age_s
 from inventory.errors import InventoryError, StoreError, one_line
-from inventory.store import Store
+from inventory.store import Store, missing_sqlite_file
 
 EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 JUDGED_RUNS = 20  # enough to find the last complete run's duration
@@ -206,13 +205,8 @@ def _settings(ctx: click.Context, database: str | None) -> Settings:
 
 async def _status(settings: Settings) -> tuple[list[dict[str, Any]], Health]:
     url = settings.database_url()
-    if url.get_backend_name() == "sqlite" and url.database not in (
-        None,
-        "",
-        ":memory:",
-    ):
-        if not Path(url.database).is_file():
-            raise StoreError(f"There is no store at {url.database} yet.")
+    if missing := missing_sqlite_file(url):
+        raise StoreError(f"There is no store at {missing} yet.")
     store = Store.open(url, read_only=True)
     try:
         async with asyncio.timeout(STATUS_S):

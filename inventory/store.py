@@ -204,17 +204,16 @@ class Store:
     async def require_schema(self) -> None:
         """StoreError unless the store was migrated: for runs told not to
         migrate. Creates nothing, not even an empty SQLite file."""
-        missing = StoreError(
-            f"The store at {self.describe()} has no schema yet: run "
-            "`inventory migrate` first, or leave out --no-migrate."
-        )
-        if self.dialect == "sqlite":
-            if not Path(self.engine.url.database or "").is_file():
-                raise missing
-        with _failing_as(f"The store at {self.describe()} does not answer"):
-            revision = await self.revision()
-        if revision is None:
-            raise missing
+        if missing_sqlite_file(self.engine.url) or not await self.has_schema():
+            raise StoreError(
+                f"The store at {self.describe()} has no schema yet: run "
+                "`inventory migrate` first, or leave out --no-migrate."
+            )
+
+    async def has_schema(self) -> bool:
+        """Whether the store was migrated; StoreError when it cannot be read."""
+        with _failing_as(f"Cannot open the store at {self.describe()}"):
+            return await self.revision() is not None
 
     async def revision(self) -> str | None:
         """The schema's alembic revision, or None before the first migration."""
@@ -705,6 +704,15 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def missing_sqlite_file(url: URL) -> str | None:
+    """The path of an SQLite store whose file is not there (opening it would
+    create it, or fail read-only); None for any other store."""
+    path = url.database or ""
+    if url.get_backend_name() != "sqlite" or path in ("", ":memory:"):
+        return None
+    return None if Path(path).is_file() else path
 
 
 def _lock_key(name: str, purpose: str = "sync") -> int:
