@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -260,6 +260,17 @@ class Store:
         return database.with_name(f"{database.name}.{name}.lock")
 
     # Sync runs.
+
+    async def now(self) -> datetime:
+        """The store's clock, which a run stamps what it saw by: processes
+        sharing one PostgreSQL compare `last_seen_at`s of one clock, whatever
+        their own say. (An SQLite store has the machine's clock.)"""
+        if self.dialect != "postgresql":
+            return datetime.now(UTC)
+        with _failing_as(f"The store at {self.describe()} does not answer"):
+            async with self.engine.connect() as conn:
+                moment = await conn.scalar(text("SELECT now()"))
+        return cast(datetime, moment).astimezone(UTC)
 
     async def start_run(self, account: str, started_at: datetime) -> int:
         """Record a new `running` run and return its id (per account)."""

@@ -485,6 +485,7 @@ async def sync_account(
     run = SyncRun(client, store, settings)
     try:
         async with asyncio.timeout(RECORD_S):
+            run.seen_at = await store.now()
             run_id = await store.start_run(run.account, run.seen_at)
     except TimeoutError:
         raise StoreError(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -480,6 +480,42 @@ async def test_a_run_the_budget_stops_keeps_every_page_and_leaves_the_store_free
     assert stored == result.counts.actions_seen > 0
     async with asyncio.timeout(5):  # a store left locked would wait 30 s
         await store.start_run("default", datetime.now(UTC))
+
+
+class HourSlowClock(datetime):
+    """The clock of a replica that runs an hour slow."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        return datetime.now(tz) - timedelta(hours=1)
+
+
+async def test_a_process_whose_clock_runs_slow_still_updates_the_shared_store(
+    api: FakeAPI, store: Store, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes sharing a store stamp what they saw by the store's clock: one
+    whose own clock is an hour slow would otherwise look older than what the
+    last run stored, and the newer-row guard would drop all it saw."""
+    settings = make_settings(api.url, database_url)
+    api.get("/v2/images?per_page=200", payload=images_page([1, 2]))
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10))
+    api.get("/v2/images/2/actions?per_page=200", payload=actions(20))
+    assert (await sync(settings, store)).status == "succeeded"
+
+    monkeypatch.setattr(sync_module, "datetime", HourSlowClock)
+    page = images_page([1])
+    page["images"][0]["name"] = "renamed"
+    api.get("/v2/images?per_page=200", payload=page)
+    api.get("/v2/images/1/actions?per_page=200", payload=actions(10, 11))
+    result = await sync(settings, store)
+
+    assert result.status == "succeeded"
+    assert (result.counts.images_updated, result.counts.images_removed) == (1, 1)
+    assert result.counts.actions_added == 1
+    rows = await table(store, ImageRow)
+    assert [(r["id"], r.get("name")) for r in rows] == [(1, "renamed"), (2, None)]
+    assert [r["deleted_at"] is None for r in rows] == [True, False]
+    assert [r["id"] for r in await table(store, ImageActionRow)] == [10, 11, 20]
 
 
 async def test_a_run_that_loses_its_lock_to_another_process_stops_interrupted(
