@@ -24,10 +24,12 @@ NOTICE = {"notice": True}
 
 # Shorter values are no real secret, and replacing them mangles text.
 MIN_SECRET = 8
-# This much of a secret's start, in any case, is masked with what follows it:
-# an answer that echoes the token cut short (or upper-cased) gives away most of
-# it. Twelve characters of a DigitalOcean token are "dop_v1_" and five of hex.
-SECRET_PREFIX = 12
+# Any this many characters in a row of a secret, in any case, are masked with
+# the rest of the word they are in: an answer that echoes the token cut short,
+# upper-cased, or without its "dop_v1_" gives away most of it.
+SECRET_WINDOW = 12
+# What a word is, for that: what tokens, keys and base64 are made of.
+WORD = re.compile(r"[\w\-~+/=]+")
 
 # Secrets learnt after set-up (a token file rotated under a running daemon).
 _learnt: set[str] = set()
@@ -45,25 +47,39 @@ def redact(text: str) -> str:
 
 
 def _masked(text: str, secrets: Iterable[str]) -> str:
-    pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET))
-    return text if pattern is None else pattern.sub("***", text)
+    known = frozenset(s for s in secrets if len(s) >= MIN_SECRET)
+    if not known:
+        return text
+    text = _whole(known).sub("***", text)
+    windows = _windows(known)
+    if not windows:
+        return text
+    return WORD.sub(lambda word: "***" if _leaks(word[0], windows) else word[0], text)
 
 
 @functools.lru_cache(maxsize=16)
-def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    """Each secret whole, or its first SECRET_PREFIX characters and the rest
-    of the word they start, in any case."""
-    if not secrets:
-        return None
+def _whole(secrets: frozenset[str]) -> re.Pattern[str]:
+    """Each secret whole, in any case; the longest first, as it wins."""
     longest_first = sorted(secrets, key=len, reverse=True)
-    # Whole secrets first: the first alternative that matches wins.
-    alternatives = [re.escape(secret) for secret in longest_first]
-    alternatives += [
-        re.escape(secret[:SECRET_PREFIX]) + r"[\w\-~+/=]*"
-        for secret in longest_first
-        if len(secret) > SECRET_PREFIX
-    ]
-    return re.compile("|".join(alternatives), re.IGNORECASE)
+    return re.compile("|".join(map(re.escape, longest_first)), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=16)
+def _windows(secrets: frozenset[str]) -> frozenset[str]:
+    """Every SECRET_WINDOW characters in a row of each secret longer than that."""
+    return frozenset(
+        secret[i : i + SECRET_WINDOW].casefold()
+        for secret in secrets
+        for i in range(len(secret) - SECRET_WINDOW + 1)
+    )
+
+
+def _leaks(word: str, windows: frozenset[str]) -> bool:
+    folded = word.casefold()
+    return any(
+        folded[i : i + SECRET_WINDOW] in windows
+        for i in range(len(folded) - SECRET_WINDOW + 1)
+    )
 
 
 class RedactSecrets(logging.Filter):
