@@ -50,6 +50,7 @@ ENVIRONMENT = {
 # No duration is longer than a year, and none is infinite or NaN: a bigger one
 # is a typo, and overflows the scheduler's dates.
 YEAR_S = 366 * 86400.0
+MAX_TOKEN_FILE = 4096  # bytes; a DigitalOcean token is 71 characters
 
 
 class _Section(BaseModel):
@@ -325,10 +326,22 @@ def _read_file(path: Path | None) -> dict[str, Any]:
 
 def _read_token_file(path: Path) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as handle:
+            held = handle.read(MAX_TOKEN_FILE + 1)
     except OSError as exc:
         raise ConfigError(
             f"api.token_file: cannot read {path}: {exc.strerror}."
+        ) from None
+    if len(held) > MAX_TOKEN_FILE:
+        raise ConfigError(
+            f"api.token_file: {path} holds more than {MAX_TOKEN_FILE} bytes; "
+            "it is not a token file."
+        )
+    try:
+        token = held.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"api.token_file: {path} is not UTF-8 text; it is not a token file."
         ) from None
     if not token:
         raise ConfigError(f"api.token_file: {path} is empty.")

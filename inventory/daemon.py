@@ -340,7 +340,7 @@ class Daemon:
             if await self._confirm_lock():
                 await self._close_unfinished()
                 await self._sync()
-        except AuthError as exc:
+        except (AuthError, ConfigError) as exc:  # a refused token, or its file
             logger.error("%s The next run is on schedule.", exc)
         except (StoreError, SQLAlchemyError, OSError) as exc:
             logger.error(

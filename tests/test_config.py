@@ -67,6 +67,24 @@ def test_the_token_comes_from_a_file_for_container_secrets(tmp_path: Path) -> No
     assert settings.token() == TOKEN
 
 
+@pytest.mark.parametrize(
+    ("held", "said"),
+    [
+        (b"abc\xff\xfedef", "is not UTF-8 text; it is not a token file."),
+        (b"x" * 5000, "holds more than 4096 bytes; it is not a token file."),
+    ],
+)
+def test_a_token_file_that_holds_no_token_is_one_line(
+    tmp_path: Path, held: bytes, said: str
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(held)
+    settings = load_settings(environ={"DIGITALOCEAN_TOKEN_FILE": str(secret)})
+    with pytest.raises(ConfigError) as raised:
+        settings.token()
+    assert str(raised.value) == f"api.token_file: {secret} {said}"
+
+
 @pytest.mark.parametrize("bad", [TOKEN[:10] + "\n" + TOKEN[10:], TOKEN + " x"])
 def test_a_token_unfit_for_a_header_is_one_line_without_the_token(
     tmp_path: Path, bad: str

@@ -61,13 +61,21 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def settings_for(
-    tmp_path: Path, base_url: str, database_url: str, **sections: dict[str, Any]
+    tmp_path: Path,
+    base_url: str,
+    database_url: str,
+    token_file: Path | None = None,
+    **sections: dict[str, Any],
 ) -> Settings:
     """Quick settings: a short interval, no jitter, endpoints on a free port."""
     config = tmp_path / "inventory.toml"
     config.write_text("")
     environ = {
-        "DIGITALOCEAN_TOKEN": TOKEN,
+        **(
+            {"DIGITALOCEAN_TOKEN_FILE": str(token_file)}
+            if token_file
+            else {"DIGITALOCEAN_TOKEN": TOKEN}
+        ),
         "DIGITALOCEAN_API_URL": base_url,
         "INVENTORY_DATABASE_URL": database_url,
         "INVENTORY_HTTP_PORT": "0",
@@ -675,6 +683,41 @@ async def test_a_refused_token_fails_each_run_in_one_line_and_the_daemon_goes_on
     assert {record.exc_info for record in errors} == {None}
     assert TOKEN not in caplog.text
     assert value(samples, "inventory_sync_runs_total", status="failed") >= 2
+
+
+async def test_a_token_file_rotated_to_garbage_is_one_line_until_it_is_mended(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    sim = simulator(rate_per_minute=None, rate_per_hour=None)  # runs back to back
+    async with sim.serve() as base_url:
+        settings = settings_for(
+            tmp_path,
+            base_url,
+            database_url,
+            token_file=token_file,
+            daemon={"interval_s": 0.5},
+        )
+
+        async def told() -> bool:
+            """the daemon to say the token file holds no token"""
+            return "is not UTF-8 text" in caplog.text
+
+        async with reading(database_url) as store, running(settings):
+            await eventually(runs_where(store, succeeded(1)))
+            token_file.write_bytes(b"dop_v1_\xff\xfe")
+            await eventually(told)
+            token_file.write_text(TOKEN)
+            await eventually(runs_where(store, succeeded(2)))
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors
+    assert {r.exc_info for r in errors} == {None}
+    assert errors[0].getMessage() == (
+        f"api.token_file: {token_file} is not UTF-8 text; it is not a token file. "
+        "The next run is on schedule."
+    )
 
 
 async def test_an_unexpected_error_logs_one_traceback_and_the_next_run_happens(
