@@ -15,11 +15,20 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import sqlite3
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -47,10 +56,19 @@ from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow, SyncRunRo
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Pre-selects bind one parameter per key; 900 stays below the 999 variables
 # that SQLite builds before 3.32 allow, whatever `write_batch` says.
 KEY_CHUNK = 900
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A writer waits this long for another writer of the SQLite file (another
+# account's sync, a user's sqlite3 shell) before trying its transaction anew,
+# up to SQLITE_BUSY_PATIENCE_S in all: SQLite waits in aiosqlite's thread,
+# which a cancellation does not reach, so one long wait held a stop, a deadline
+# and the record of a run's end for its whole length (28 s past a 3 s grace).
+SQLITE_BUSY_TIMEOUT_MS = 1_000
+SQLITE_BUSY_PATIENCE_S = 30.0
+SQLITE_BUSY_PAUSE_S = 0.05
 # A reader (query, status) waits less: a health check must answer in time.
 SQLITE_READ_BUSY_TIMEOUT_MS = 5_000
 # A PostgreSQL that accepts no connection (hung, partitioned) is said so after
@@ -274,23 +292,26 @@ class Store:
 
     async def start_run(self, account: str, started_at: datetime) -> int:
         """Record a new `running` run and return its id (per account)."""
-        async with self.engine.begin() as conn:
+
+        async def start(conn: AsyncConnection) -> int:
             next_id = await conn.scalar(
                 select(func.coalesce(func.max(SYNC_RUNS.c.id), 0) + 1).where(
                     SYNC_RUNS.c.account == account
                 )
             )
             run_id = int(next_id or 1)
-            values = RunCounts().columns()
             await conn.execute(
                 insert(SYNC_RUNS).values(
                     account=account,
                     id=run_id,
                     started_at=started_at,
                     status="running",
-                    **values,
+                    **RunCounts().columns(),
                 )
             )
+            return run_id
+
+        run_id = await self._transaction(start, "Could not start a run")
         self.unfinished_runs.add((account, run_id))
         return run_id
 
@@ -305,18 +326,19 @@ class Store:
         error: str | None = None,
     ) -> None:
         """Record how a run ended; StoreError when the store cannot take it."""
-        with _failing_as(f"Could not record the end of run {run_id}"):
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    update(SYNC_RUNS)
-                    .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.id == run_id)
-                    .values(
-                        status=status,
-                        finished_at=finished_at,
-                        error=error,
-                        **counts.columns(),
-                    )
+        await self._execute(
+            (
+                update(SYNC_RUNS)
+                .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=finished_at,
+                    error=error,
+                    **counts.columns(),
                 )
+            ),
+            f"Could not record the end of run {run_id}",
+        )
         self.unfinished_runs.discard((account, run_id))
 
     async def close_unfinished_runs(self, finished_at: datetime) -> list[int]:
@@ -324,8 +346,8 @@ class Store:
         not write; return their ids. Other processes' runs are left alone."""
         closed = []
         for account, run_id in sorted(self.unfinished_runs):
-            async with self.engine.begin() as conn:
-                result = await conn.execute(
+            result = await self._execute(
+                (
                     update(SYNC_RUNS)
                     .where(
                         SYNC_RUNS.c.account == account,
@@ -338,7 +360,9 @@ class Store:
                         error="The store stopped answering before this run's end "
                         "was recorded.",
                     )
-                )
+                ),
+                f"Could not record the end of run {run_id}",
+            )
             self.unfinished_runs.discard((account, run_id))
             if result.rowcount:
                 closed.append(run_id)
@@ -375,21 +399,23 @@ class Store:
             .where(newest.c.account == SYNC_RUNS.c.account)
             .scalar_subquery()
         )
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+        result = await self._execute(
+            (
                 delete(SYNC_RUNS).where(
                     SYNC_RUNS.c.account == account,
                     SYNC_RUNS.c.started_at < older_than,
                     SYNC_RUNS.c.status != "running",
                     SYNC_RUNS.c.id < latest_id,
                 )
-            )
+            ),
+            "Could not prune old runs",
+        )
         return int(result.rowcount or 0)
 
     async def close_stale_runs(self, account: str, finished_at: datetime) -> int:
         """Mark runs left `running` by a process that died as `interrupted`."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+        result = await self._execute(
+            (
                 update(SYNC_RUNS)
                 .where(SYNC_RUNS.c.account == account, SYNC_RUNS.c.status == "running")
                 .values(
@@ -397,7 +423,9 @@ class Store:
                     finished_at=finished_at,
                     error="The process running this sync stopped before it ended.",
                 )
-            )
+            ),
+            "Could not close the runs a stopped process left",
+        )
         return int(result.rowcount or 0)
 
     # Images.
@@ -410,11 +438,12 @@ class Store:
         Duplicates in one call are reduced to the last copy. Nothing but
         `last_seen_at` changes for an image whose API object is unchanged.
         """
-        latest = {image.id: image for image in images}
-        counts = UpsertCounts(seen=len(latest))
-        if not latest:
-            return counts
-        async with self._writing() as conn:
+        given = {image.id: image for image in images}
+        if not given:
+            return UpsertCounts()
+
+        async def upsert(conn: AsyncConnection) -> UpsertCounts:
+            latest = dict(given)  # each try anew: another run may have written
             stored = await self._known(
                 conn, IMAGES, account, latest, IMAGES.c.deleted_at
             )
@@ -422,6 +451,7 @@ class Store:
             known = {id: row.raw for id, row in stored.items()}
             gone = {id for id, row in stored.items() if row.deleted_at is not None}
             fresh = [i for i in latest.values() if known.get(i.id, _MISSING) != i.raw]
+            counts = UpsertCounts(seen=len(given))
             # One that a listing missed and this one has again is back: added,
             # as it was counted removed.
             counts.added = sum(1 for i in latest if i not in known or i in gone)
@@ -430,7 +460,9 @@ class Store:
             if rows:
                 await conn.execute(self._upsert_images, rows)
             await self._replace_regions(conn, account, fresh)
-        return counts
+            return counts
+
+        return await self._transaction(upsert)
 
     def _upsert(self, table: Any, **also: Any) -> Any:
         """Insert rows of `table`, or update the stored copy; `updated_at`
@@ -486,7 +518,8 @@ class Store:
         `in_scope` receives rows of (id, public, tags) and says which images the
         listing could have returned, so a filtered listing deletes nothing else.
         """
-        async with self._writing() as conn:
+
+        async def mark(conn: AsyncConnection) -> int:
             candidates = await conn.execute(
                 select(IMAGES.c.id, IMAGES.c.public, IMAGES.c.tags).where(
                     IMAGES.c.account == account,
@@ -504,7 +537,9 @@ class Store:
                         .where(IMAGES.c.account == account, IMAGES.c.id.in_(chunk))
                         .values(deleted_at=deleted_at)
                     )
-        return len(gone)
+            return len(gone)
+
+        return await self._transaction(mark)
 
     async def image_count(self, account: str, *, private_only: bool = False) -> int:
         """How many live images the store holds: the next run's likely size."""
@@ -525,14 +560,16 @@ class Store:
         seen_at: datetime,
     ) -> UpsertCounts:
         """Insert or update (image_id, action) pairs; actions are never deleted."""
-        latest = {action.id: (image_id, action) for image_id, action in actions}
-        counts = UpsertCounts(seen=len(latest))
-        if not latest:
-            return counts
-        async with self._writing() as conn:
+        given = {action.id: (image_id, action) for image_id, action in actions}
+        if not given:
+            return UpsertCounts()
+
+        async def upsert(conn: AsyncConnection) -> UpsertCounts:
+            latest = dict(given)  # each try anew: another run may have written
             stored = await self._known(conn, IMAGE_ACTIONS, account, latest)
             _drop_newer(latest, stored, seen_at)
             known = {id: row.raw for id, row in stored.items()}
+            counts = UpsertCounts(seen=len(given))
             for action_id, (_, action) in latest.items():
                 before = known.get(action_id, _MISSING)
                 if before is _MISSING:
@@ -545,7 +582,9 @@ class Store:
             ]
             if rows:
                 await conn.execute(self._upsert_actions, rows)
-        return counts
+            return counts
+
+        return await self._transaction(upsert)
 
     # Read-only queries, for `inventory query`.
 
@@ -588,13 +627,40 @@ class Store:
                 running.exception()  # retrieved: sqlite's "interrupted"
             raise
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        """A sync's write transaction; the store refusing it (a full disk, a
-        restarted server) is a StoreError in one line, not a database trace."""
-        with _failing_as(f"The store at {self.describe()} could not take a write"):
-            async with self.engine.begin() as conn:
-                yield conn
+    async def _execute(self, statement: Any, failed: str) -> Any:
+        """Run one writing statement in a transaction of its own."""
+        return await self._transaction(lambda conn: conn.execute(statement), failed)
+
+    async def _transaction(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        failed: str | None = None,
+    ) -> T:
+        """Do `work` in one write transaction, committed when it returns.
+
+        The store refusing it (a full disk, a restarted server) is a StoreError
+        in one line, `failed` and the database's words, not a database trace.
+        An SQLite file another process is writing is waited for in short steps
+        (SQLITE_BUSY_TIMEOUT_MS), each a new try of the whole transaction, for
+        SQLITE_BUSY_PATIENCE_S: a stop or a deadline cuts in between the steps.
+        """
+        failed = failed or f"The store at {self.describe()} could not take a write"
+        patience = time.monotonic() + SQLITE_BUSY_PATIENCE_S
+        while True:
+            try:
+                with _failing_as(failed):
+                    async with self.engine.begin() as conn:
+                        return await work(conn)
+            except StoreError as exc:
+                if not _sqlite_busy(exc.__cause__):
+                    raise
+                if time.monotonic() > patience:
+                    raise StoreError(
+                        f"{failed}: another process held the SQLite file's write "
+                        f"lock for {SQLITE_BUSY_PATIENCE_S:.0f} s (database is "
+                        "locked)."
+                    ) from exc
+            await asyncio.sleep(SQLITE_BUSY_PAUSE_S)
 
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self.dialect == "postgresql" else sqlite
@@ -649,6 +715,17 @@ def _failing_as(message: str) -> Iterator[None]:
         yield
     except (OSError, SQLAlchemyError) as exc:
         raise StoreError(f"{message}: {one_line(exc)}") from exc
+
+
+def _sqlite_busy(exc: BaseException | None) -> bool:
+    """Whether SQLite refused for another writer of the file (SQLITE_BUSY, in
+    any of its kinds: a wait that ran out, or a snapshot another commit made
+    stale, which SQLite refuses at once)."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(orig)
 
 
 def _drop_newer(

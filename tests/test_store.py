@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+import inventory.store
 from inventory.errors import AccountBusy, StoreError
 from inventory.records import parse_action, parse_image
 from inventory.store import RunCounts, Store
@@ -314,7 +317,75 @@ async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Any) -> Non
             busy_ms = await conn.scalar(text("PRAGMA busy_timeout"))
     finally:
         await store.close()
-    assert (mode, busy_ms) == ("wal", 30_000)
+    assert (mode, busy_ms) == ("wal", 1_000)
+
+
+@contextlib.contextmanager
+def another_writer(path: Any) -> Iterator[sqlite3.Connection]:
+    """Another process's write transaction on the SQLite file, held for the
+    block: a user's sqlite3 shell, a second account's sync."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield holder
+    finally:
+        holder.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Any) -> AsyncIterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'busy.db'}")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+async def test_a_write_waits_out_another_writer_of_the_sqlite_file(
+    tmp_path: Any, sqlite_store: Store
+) -> None:
+    """Longer than one of SQLite's own waits (1 s): the write tries anew."""
+    with another_writer(tmp_path / "busy.db") as holder:
+        writing = asyncio.create_task(
+            sqlite_store.upsert_images("default", [image(1)], T0)
+        )
+        await asyncio.sleep(2.5)
+        assert not writing.done()
+        holder.execute("COMMIT")
+        counts = await writing
+
+    assert counts.added == 1
+    assert [row["id"] for row in await rows(sqlite_store, ImageRow.__table__)] == [1]
+
+
+async def test_a_write_waiting_on_another_writer_stops_when_cancelled(
+    tmp_path: Any, sqlite_store: Store
+) -> None:
+    """SQLite's wait runs in a thread a cancellation cannot reach: a single
+    30 s wait held a daemon's stop 28 s past its grace. In steps of 1 s, the
+    cancel cuts in at the next step."""
+    with another_writer(tmp_path / "busy.db"):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sqlite_store.start_run("default", T0), 1.0)
+        stopped_s = time.monotonic() - started
+
+    assert stopped_s < 15  # against the 30 s of the patience, or of one wait
+    assert await sqlite_store.recent_runs("default") == []
+
+
+async def test_another_writer_holding_the_sqlite_file_past_the_patience_is_one_line(
+    tmp_path: Any, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inventory.store, "SQLITE_BUSY_PATIENCE_S", 1.5)
+    with another_writer(tmp_path / "busy.db"), pytest.raises(StoreError) as raised:
+        await sqlite_store.finish_run(
+            "default", 1, status="failed", finished_at=T0, counts=RunCounts()
+        )
+
+    assert str(raised.value) == (
+        "Could not record the end of run 1: another process held the SQLite "
+        "file's write lock for 2 s (database is locked)."
+    )
 
 
 async def test_batches_fit_an_old_sqlite_s_999_variables(tmp_path: Any) -> None:
