@@ -10,7 +10,7 @@ import asyncio
 import importlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import wraps
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+# What a command leaves running when it ends gets this long to stop.
+LEFTOVER_S = 2.0
 
 database_option = click.option(
     "--database",
@@ -90,7 +93,7 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
     @wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            code = asyncio.run(_stoppable(main(*args, **kwargs)))
+            code = run_bounded(_stoppable(main(*args, **kwargs)))
         except (KeyboardInterrupt, asyncio.CancelledError):
             fail("interrupted.", EXIT_RUN_FAILED)
         except (ConfigError, AuthError) as exc:
@@ -106,6 +109,39 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
     return wrapper
 
 
+def run_bounded(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, whose clean-up after `main` is bounded by LEFTOVER_S.
+
+    asyncio.run waits without end for every task left over to end once
+    cancelled; one that cannot (aiosqlite's close awaiting a worker thread
+    that has ended, after a stop cancelled its connection midway) held a
+    stopped daemon forever after "Daemon stopped". What is still running then
+    is let go: a store's transaction not committed is rolled back by the store.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            steps: list[Awaitable[Any]] = [
+                asyncio.gather(*leftovers, return_exceptions=True),
+                loop.shutdown_asyncgens(),
+                loop.shutdown_default_executor(),
+            ]
+            for step in steps:
+                ending = asyncio.ensure_future(step, loop=loop)
+                loop.run_until_complete(asyncio.wait({ending}, timeout=LEFTOVER_S))
+            # Tasks let go fail as they are collected: expected now, not news.
+            loop.set_exception_handler(lambda loop, context: None)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
 async def _stoppable(main: Coroutine[Any, Any, int]) -> int:
     """Run `main`, cancelled by SIGTERM as by Ctrl-C, so a run records itself.
 
@@ -114,11 +150,13 @@ async def _stoppable(main: Coroutine[Any, Any, int]) -> int:
     """
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
     try:
         return await task
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def with_hint(message: str) -> str:

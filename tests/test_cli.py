@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -158,8 +160,9 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     assert out.strip().endswith("is at schema revision 0001.")
 
 
-async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
-    tmp_path: Path,
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_during_a_sync_records_it_interrupted_and_exits_1(
+    tmp_path: Path, signum: signal.Signals
 ) -> None:
     # Long enough (about 6 s) to be still running when the signal comes.
     options = SimulatorOptions(
@@ -180,7 +183,7 @@ async def test_sigterm_during_a_sync_records_it_interrupted_and_exits_1(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         await asyncio.sleep(2.0)
-        process.terminate()
+        process.send_signal(signum)
         out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1, err.decode()
     assert err.decode().strip() == "inventory: interrupted."
@@ -286,3 +289,39 @@ async def test_demo_beside_a_directory_of_its_file_s_name_says_so(
     assert code == 2
     assert "./inventory-demo.db is a directory" in err
     assert "store.url" not in err and "Traceback" not in err
+
+
+async def test_a_command_ends_though_a_task_it_left_behind_will_not() -> None:
+    """A store's leftover (aiosqlite's close awaiting a thread that had ended)
+    held a stopped daemon forever: asyncio.run waits for every task to end."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from inventory.cli import run_async
+
+        async def stubborn():
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
+
+        async def main():
+            main.left = asyncio.create_task(stubborn())
+            await asyncio.sleep(0)
+            print("done")
+            return 0
+
+        run_async(main)()
+        """
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert (process.returncode, out.decode(), err.decode()) == (0, "done\n", "")
