@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+import simplejson
 from sqlalchemy import JSON, Boolean, Float, Integer
 from tabulate import tabulate
 
@@ -86,7 +87,10 @@ def _plain(cell: Any, kind: str | None) -> Any:
     if isinstance(cell, date | time):
         return cell.isoformat()
     if isinstance(cell, Decimal):
-        return int(cell) if cell == cell.to_integral_value() else float(cell)
+        # Exact: PostgreSQL's numeric holds more digits than a float.
+        if not cell.is_finite():
+            return str(cell)  # 'NaN', 'Infinity'
+        return int(cell) if cell == cell.to_integral_value() else cell
     if isinstance(cell, bytes | memoryview):
         return bytes(cell).hex()
     if isinstance(cell, float) and not math.isfinite(cell):
@@ -127,28 +131,65 @@ def render(
         return _csv(columns, rows)
     if output_format == "json":
         objects = _objects(columns, rows)
-        return json.dumps(objects, indent=2, ensure_ascii=False) + "\n"
+        return _json(objects, indent=2) + "\n"
     if output_format == "jsonl":
         objects = _objects(columns, rows)
-        return "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+        return "".join(_json(o) + "\n" for o in objects)
     return _table(columns, rows)
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON with exact decimals: the standard library's has no Decimal."""
+    return simplejson.dumps(
+        value, indent=indent, ensure_ascii=False, use_decimal=True, allow_nan=False
+    )
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """psql-like: numbers right-aligned, NULL written out, a row count below."""
+    # tabulate would print a decimal through a float: those columns go as
+    # text, aligned right by hand.
+    exact = {
+        index
+        for index in range(len(columns))
+        if any(isinstance(row[index], Decimal) for row in rows)
+    }
+    text_columns = _text_columns(rows, len(columns), exact)
     text = tabulate(
-        [[_cell(value) for value in row] for row in rows],
+        [
+            [
+                str(v) if i in exact and v is not None else _cell(v)
+                for i, v in enumerate(row)
+            ]
+            for row in rows
+        ],
         headers=list(columns),
         missingval="NULL",
         floatfmt="",
-        disable_numparse=_text_columns(rows, len(columns)),
+        disable_numparse=text_columns,
+        colalign=_alignment(rows, len(columns), exact) if exact else None,
     )
     count = f"({len(rows)} row{'' if len(rows) == 1 else 's'})"
     return f"{text}\n{count}\n"
 
 
-def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[int] | bool:
-    """The columns tabulate must not read numbers in: all but the numeric ones.
+def _alignment(rows: Sequence[Sequence[Any]], width: int, exact: set[int]) -> list[str]:
+    """tabulate's own alignment of each column, but decimals to the right."""
+
+    def align(index: int) -> str:
+        if index in exact:
+            return "right"
+        cells = [row[index] for row in rows if row[index] is not None]
+        return "decimal" if cells and all(map(_is_number, cells)) else "left"
+
+    return [align(index) for index in range(width)]
+
+
+def _text_columns(
+    rows: Sequence[Sequence[Any]], width: int, exact: set[int]
+) -> list[int] | bool:
+    """The columns tabulate must not read numbers in: all but the numeric ones
+    it can print exactly (not `exact`, the decimals).
 
     Otherwise it would print the text '1e5' as 100000.
     """
@@ -157,7 +198,8 @@ def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[int] | bool
     numeric = {
         index
         for index in range(width)
-        if all(_is_number(row[index]) or row[index] is None for row in rows)
+        if index not in exact
+        and all(_is_number(row[index]) or row[index] is None for row in rows)
     }
     return [index for index in range(width) if index not in numeric] or False
 

@@ -740,3 +740,26 @@ def test_a_non_integer_value_for_an_integer_column_names_its_placeholder(
         f"inventory: --var image_id={value!r} is compared with an integer column; "
         "give a whole number within 64 bits.\n",
     )
+
+
+def test_numerics_print_exactly_in_every_format(seeded: str) -> None:
+    """PostgreSQL's numeric holds more digits than a float: all 28 are
+    printed as given. SQLite's 'numeric' is a float, and prints as one."""
+    sql = (
+        "SELECT CAST('0.1234567890123456789012345678' AS numeric) AS n, "
+        "CAST(2 AS numeric) AS i, CAST(NULL AS numeric) AS z"
+    )
+    printed = {
+        fmt: run(seeded, sql, "--format", fmt).stdout
+        for fmt in ("table", "csv", "json", "jsonl")
+    }
+
+    n = (
+        "0.1234567890123456789012345678"
+        if seeded.startswith("postgresql")
+        else repr(0.1234567890123456789012345678)
+    )
+    assert printed["csv"] == f"n,i,z\n{n},2,\n"
+    assert printed["jsonl"] == f'{{"n": {n}, "i": 2, "z": null}}\n'
+    assert json.loads(printed["json"], parse_float=str) == [{"n": n, "i": 2, "z": None}]
+    assert printed["table"].splitlines()[2].split() == [n, "2", "NULL"]
