@@ -282,6 +282,13 @@ def database_url(raw: str) -> URL:
                 f"store.url names the directory {url.database}; give a file in "
                 f"it: sqlite:///{Path(url.database) / 'inventory.db'}."
             )
+        folder = Path(url.database).parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"store.url: the directory {folder} does not exist, so the SQLite "
+                f"file {url.database} cannot be there; create it, or give another "
+                "path."
+            )
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return _asyncpg_url(url)

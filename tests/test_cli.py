@@ -225,6 +225,24 @@ async def test_a_directory_is_no_sqlite_store(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]
 
 
+async def test_a_store_in_a_directory_that_is_not_there_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """A volume not mounted: said at once (exit 2), not retried nor half made."""
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "INVENTORY_HTTP_PORT": "0"}
+    for command in (["migrate"], ["sync"], ["run"], ["query", "SELECT 1"]):
+        code, _, err = await inventory(
+            *command, "--database", "sqlite:///data/inventory.db", env=env, cwd=tmp_path
+        )
+        assert (code, err) == (
+            2,
+            "inventory: store.url: the directory data does not exist, so the "
+            "SQLite file data/inventory.db cannot be there; create it, or give "
+            "another path.\n",
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_a_failed_sync_says_so_once(api: str, tmp_path: Path) -> None:
     env = {"DIGITALOCEAN_TOKEN": "dop_v1_" + "1" * 64, "DIGITALOCEAN_API_URL": api}
     code, out, err = await inventory("sync", env=env, cwd=tmp_path)

@@ -197,14 +197,13 @@ def test_the_readiness_age_setting_decides_freshness(
 
 
 def test_a_store_that_cannot_be_read_exits_1_not_2(tmp_path: Path) -> None:
-    missing = f"sqlite:///{tmp_path / 'nowhere' / 'inventory.db'}"
+    missing = f"sqlite:///{tmp_path / 'inventory.db'}"
 
     result = invoke("--database", missing)
 
     assert (result.exit_code, result.output) == (
         1,
-        f"inventory: There is no store at {tmp_path / 'nowhere' / 'inventory.db'} "
-        "yet.\n",
+        f"inventory: There is no store at {tmp_path / 'inventory.db'} yet.\n",
     )
 
 
