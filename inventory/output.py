@@ -127,15 +127,53 @@ def render(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], output_format: str
 ) -> str:
     """The rows in one of FORMATS, ending with a newline."""
-    if output_format == "csv":
-        return _csv(columns, rows)
-    if output_format == "json":
-        objects = _objects(columns, rows)
-        return _json(objects, indent=2) + "\n"
-    if output_format == "jsonl":
-        objects = _objects(columns, rows)
-        return "".join(_json(o) + "\n" for o in objects)
-    return _table(columns, rows)
+    printer = Printer(columns, output_format)
+    return printer.start() + printer.rows(rows) + printer.end()
+
+
+class Printer:
+    """Rows as text in one of FORMATS, batch by batch as they come: CSV and
+    JSON print each batch at once, so a result bigger than memory streams
+    through; a table waits for the last row, as its widths depend on all."""
+
+    def __init__(self, columns: Sequence[str], output_format: str) -> None:
+        self.columns = list(columns)
+        self.format = output_format
+        self._keys = _unique(self.columns)
+        self._held: list[Sequence[Any]] = []  # a table's rows
+        self._printed = 0
+
+    def start(self) -> str:
+        if self.format == "csv":
+            return _csv_lines([self.columns])
+        return "[" if self.format == "json" else ""
+
+    def rows(self, rows: Sequence[Sequence[Any]]) -> str:
+        if self.format == "csv":
+            return _csv_lines(
+                [["" if v is None else _cell(v) for v in row] for row in rows]
+            )
+        if self.format == "table":
+            self._held.extend(rows)
+            return ""
+        objects = [dict(zip(self._keys, row, strict=True)) for row in rows]
+        if self.format == "jsonl":
+            return "".join(_json(o) + "\n" for o in objects)
+        text = "".join(
+            ("\n" if self._printed + i == 0 else ",\n")
+            + "  "
+            + _json(o, indent=2).replace("\n", "\n  ")  # no raw newline within
+            for i, o in enumerate(objects)
+        )
+        self._printed += len(objects)
+        return text
+
+    def end(self) -> str:
+        if self.format == "json":
+            return "\n]\n" if self._printed else "]\n"
+        if self.format == "table":
+            return _table(self.columns, self._held)
+        return ""
 
 
 def _json(value: Any, indent: int | None = None) -> str:
@@ -208,12 +246,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _csv_lines(rows: Sequence[Sequence[Any]]) -> str:
     """RFC 4180 with `\\n` line ends; NULL is an empty field."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([["" if v is None else _cell(v) for v in row] for row in rows])
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
@@ -224,13 +260,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return value
-
-
-def _objects(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> list[dict[str, Any]]:
-    keys = _unique(columns)
-    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def _unique(columns: Sequence[str]) -> list[str]:

@@ -7,10 +7,12 @@ aligned table, CSV, JSON or JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from inventory.config import Settings
 from inventory.errors import QueryError, StoreError, one_line
-from inventory.output import COLUMN_KINDS, FORMATS, normalize, render
+from inventory.output import COLUMN_KINDS, FORMATS, Printer, normalize
 from inventory.records import INT64_MAX, INT64_MIN
 from inventory.store import Store, missing_sqlite_file
 from inventory.tables import ImageActionRow, ImageRow
@@ -571,18 +573,47 @@ def _timestamp_param(value: str, dialect: str) -> Any:
 
 async def fetch(url: URL, prepared: Prepared) -> tuple[list[str], list[list[Any]]]:
     """Run prepared SQL on a read-only store; its rows as JSON-ready values."""
+    async with streamed(url, prepared) as (columns, batches):
+        return columns, [row async for batch in batches for row in batch]
+
+
+@contextlib.asynccontextmanager
+async def streamed(
+    url: URL, prepared: Prepared
+) -> AsyncIterator[tuple[list[str], AsyncIterator[list[list[Any]]]]]:
+    """Run prepared SQL on a read-only store: its columns, and its rows as
+    JSON-ready values in batches, as the database gives them."""
     if missing := missing_sqlite_file(url):
         raise QueryError(_no_store(missing))
     store = Store.open(url, read_only=True)
     try:
         await _require_schema(store)
-        try:
-            columns, rows = await store.execute_read_only(prepared.sql, prepared.params)
-        except (OSError, SQLAlchemyError, OverflowError, ValueError) as exc:
-            raise QueryError(_with_placeholder_hint(one_line(exc), prepared)) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            with _as_query_error(prepared):
+                columns, batches = await stack.enter_async_context(
+                    store.read_only(prepared.sql, prepared.params)
+                )
+
+            async def normalized() -> AsyncIterator[list[list[Any]]]:
+                with _as_query_error(prepared):
+                    async for batch in batches:
+                        yield normalize(columns, batch, prepared.kinds)
+
+            # Not within _as_query_error: what the caller raises (a closed
+            # pipe) is its own, not the query's.
+            yield columns, normalized()
     finally:
         await store.close()
-    return columns, normalize(columns, rows, prepared.kinds)
+
+
+@contextmanager
+def _as_query_error(prepared: Prepared) -> Iterator[None]:
+    """The database refusing the query (bad SQL, a value out of range) as
+    one QueryError line."""
+    try:
+        yield
+    except (OSError, SQLAlchemyError, OverflowError, ValueError) as exc:
+        raise QueryError(_with_placeholder_hint(one_line(exc), prepared)) from exc
 
 
 def _with_placeholder_hint(message: str, prepared: Prepared) -> str:
@@ -711,9 +742,24 @@ async def _query(settings: Settings, prepared: Prepared, output_format: str) -> 
     from inventory.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
     try:
-        columns, rows = await fetch(settings.database_url(), prepared)
+        async with streamed(settings.database_url(), prepared) as (columns, batches):
+            printer = Printer(columns, output_format)
+            started = False  # the head waits for the first rows: a query
+            async for rows in batches:  # failing at once prints nothing
+                if not started:
+                    click.echo(printer.start(), nl=False)
+                    started = True
+                click.echo(printer.rows(rows), nl=False)
+            if not started:
+                click.echo(printer.start(), nl=False)
+            click.echo(printer.end(), nl=False)
     except (QueryError, StoreError) as exc:
         click.echo(f"inventory: {logs.redact(str(exc))}", err=True)
         return EXIT_USAGE if isinstance(exc, QueryError) else EXIT_RUN_FAILED
-    click.echo(render(columns, rows, output_format), nl=False)
+    except BrokenPipeError:
+        # The reader stopped (`| head`): no more to say, and nothing to say it
+        # to; as Python's documentation advises, stdout goes to /dev/null so
+        # the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUN_FAILED
     return EXIT_OK

@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from inventory.config import database_url
@@ -61,6 +61,7 @@ T = TypeVar("T")
 # Pre-selects bind one parameter per key; 900 stays below the 999 variables
 # that SQLite builds before 3.32 allow, whatever `write_batch` says.
 KEY_CHUNK = 900
+READ_BATCH = 1000  # rows a query prints at a time
 # A writer waits this long for another writer of the SQLite file (another
 # account's sync, a user's sqlite3 shell) before trying its transaction anew,
 # up to SQLITE_BUSY_PATIENCE_S in all: SQLite waits in aiosqlite's thread,
@@ -592,30 +593,60 @@ class Store:
         self, sql: str, params: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one statement in a read-only transaction; return columns and rows."""
+        async with self.read_only(sql, params) as (columns, batches):
+            return columns, [row async for batch in batches for row in batch]
+
+    @contextlib.asynccontextmanager
+    async def read_only(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> AsyncIterator[tuple[list[str], AsyncIterator[list[tuple[Any, ...]]]]]:
+        """Run one statement in a read-only transaction: its columns, and its
+        rows in batches of READ_BATCH as the database gives them (a server-side
+        cursor), so a result bigger than memory can be printed."""
         async with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(text("SET TRANSACTION READ ONLY"))
-            result = await self._interruptible(conn, sql, params or {})
-            columns = list(result.keys()) if result.returns_rows else []
-            rows = [tuple(row) for row in result] if result.returns_rows else []
-            await conn.rollback()
-        return columns, rows
+            statement = text(sql).execution_options(yield_per=READ_BATCH)
+            result = await self._interruptible(
+                conn, conn.stream(statement, params or {})
+            )
+            # A statement without rows (a SET) closes its result at once.
+            columns = [] if result.closed else list(result.keys())
+
+            async def batches() -> AsyncIterator[list[tuple[Any, ...]]]:
+                if result.closed:
+                    return
+                while batch := await self._interruptible(
+                    conn, result.fetchmany(READ_BATCH)
+                ):
+                    yield [tuple(row) for row in batch]
+
+            try:
+                yield columns, batches()
+            finally:
+                await result.close()
+                await conn.rollback()
 
     # Helpers.
 
-    async def _interruptible(
-        self, conn: AsyncConnection, sql: str, params: dict[str, Any]
-    ) -> Any:
-        """Run the statement; stop it when the task is cancelled (Ctrl-C).
+    async def _interruptible(self, conn: AsyncConnection, step: Awaitable[T]) -> T:
+        """Await a step of a query; stop it when the task is cancelled (Ctrl-C).
 
         asyncpg cancels on the server by itself. SQLite runs in aiosqlite's
         thread, which a cancelled await does not reach (and SQLAlchemy's
         clean-up would queue behind the statement): sqlite3's interrupt() does.
         """
         if self.dialect != "sqlite":
-            return await conn.execute(text(sql), params)
+            try:
+                return await step
+            except Exception as exc:
+                # A server-side cursor's first fetch lets asyncpg's own error
+                # through, not wrapped as the rest are.
+                if not type(exc).__module__.startswith("asyncpg"):
+                    raise
+                raise DBAPIError(None, None, exc) from exc
         raw = await conn.get_raw_connection()
-        running = asyncio.ensure_future(conn.execute(text(sql), params))
+        running = asyncio.ensure_future(step)
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:

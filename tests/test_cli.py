@@ -343,3 +343,24 @@ async def test_a_command_ends_though_a_task_it_left_behind_will_not() -> None:
         if process.returncode is None:
             process.kill()
     assert (process.returncode, out.decode(), err.decode()) == (0, "done\n", "")
+
+
+async def test_a_query_whose_reader_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`inventory query ... | head -1`: no 'Broken pipe' message, no traceback."""
+    code, _, err = await inventory("migrate", cwd=tmp_path)
+    assert code == 0, err
+    many = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+        "WHERE x < 1000000) SELECT x FROM c"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
+    reading, writing = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "inventory", "query", "--format", "csv", many,
+        env=base, cwd=tmp_path, stdout=writing, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(writing)
+    with os.fdopen(reading, "rb") as reader:
+        assert reader.readline() == b"x\n"
+    _, err_bytes = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, err_bytes.decode()) == (1, "")

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from inventory.config import database_url
 from inventory.errors import QueryError
+from inventory.output import Printer, render
 from inventory.query import Prepared, fetch, prepare, query
 from inventory.records import parse_action, parse_image
 from inventory.store import Store
@@ -763,3 +764,34 @@ def test_numerics_print_exactly_in_every_format(seeded: str) -> None:
     assert printed["jsonl"] == f'{{"n": {n}, "i": 2, "z": null}}\n'
     assert json.loads(printed["json"], parse_float=str) == [{"n": n, "i": 2, "z": None}]
     assert printed["table"].splitlines()[2].split() == [n, "2", "NULL"]
+
+
+def test_rows_print_as_they_come_and_a_later_failure_is_one_line(seeded: str) -> None:
+    """CSV and JSON lines stream in batches (a result bigger than memory goes
+    through); a row the database fails on after the first batch stops there."""
+    bad = (
+        "json_extract('not json', '$')"
+        if seeded.startswith("sqlite")
+        else "CAST('bad' || x AS integer)"
+    )
+    sql = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+        f"WHERE x < 3000) SELECT CASE WHEN x < 1500 THEN x ELSE {bad} END AS x FROM c"
+    )
+
+    result = run(seeded, sql, "--format", "csv")
+
+    assert result.exit_code == 2
+    assert result.stdout.splitlines() == ["x", *map(str, range(1, 1001))]
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("inventory: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_json_printed_in_batches_is_the_json_printed_at_once() -> None:
+    printer = Printer(["a", "b"], "json")
+    streamed = printer.start() + printer.rows([[1, "x"]]) + printer.rows([[2, None]])
+
+    objects = [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
+    assert streamed + printer.end() == json.dumps(objects, indent=2) + "\n"
+    assert render(["a"], [], "json") == "[]\n"
