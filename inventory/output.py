@@ -86,19 +86,46 @@ def _plain(cell: Any, kind: str | None) -> Any:
         return cell.astimezone(UTC).isoformat() if cell.tzinfo else cell.isoformat()
     if isinstance(cell, date | time):
         return cell.isoformat()
+    if isinstance(cell, Decimal | float):
+        return _number(cell)
+    if _is_range(cell):
+        return _range(cell)
+    if isinstance(cell, bytes | memoryview):
+        return bytes(cell).hex()
+    if isinstance(cell, list | tuple):  # an array: of dates, ranges, ...
+        return [None if item is None else _plain(item, None) for item in cell]
+    if isinstance(cell, bool | int | str | dict):
+        return cell
+    return str(cell)
+
+
+def _number(cell: Decimal | float) -> Any:
+    """Exact decimals (PostgreSQL's numeric holds more digits than a float);
+    no NaN nor Infinity, which JSON lacks, but PostgreSQL's spelling of them."""
     if isinstance(cell, Decimal):
-        # Exact: PostgreSQL's numeric holds more digits than a float.
         if not cell.is_finite():
             return str(cell)  # 'NaN', 'Infinity'
         return int(cell) if cell == cell.to_integral_value() else cell
-    if isinstance(cell, bytes | memoryview):
-        return bytes(cell).hex()
-    if isinstance(cell, float) and not math.isfinite(cell):
-        # PostgreSQL's spelling; JSON has no NaN nor Infinity.
+    if not math.isfinite(cell):
         return "NaN" if math.isnan(cell) else ("Infinity" if cell > 0 else "-Infinity")
-    if isinstance(cell, bool | int | float | str | list | dict):
-        return cell
-    return str(cell)
+    return cell
+
+
+def _is_range(cell: Any) -> bool:
+    """A PostgreSQL range, as asyncpg gives it (asyncpg.Range)."""
+    return type(cell).__name__ == "Range" and hasattr(cell, "lower_inc")
+
+
+def _range(cell: Any) -> str:
+    """A range as PostgreSQL writes it: `[1,5)`, `(,3]`, `empty`."""
+    if cell.isempty:
+        return "empty"
+    lower = "" if cell.lower is None else _plain(cell.lower, None)
+    upper = "" if cell.upper is None else _plain(cell.upper, None)
+    return (
+        f"{'[' if cell.lower_inc else '('}{lower},{upper}"
+        f"{']' if cell.upper_inc else ')'}"
+    )
 
 
 def _json_value(cell: Any) -> Any:
@@ -176,10 +203,18 @@ class Printer:
         return ""
 
 
-def _json(value: Any, indent: int | None = None) -> str:
+def _json(
+    value: Any, indent: int | None = None, separators: tuple[str, str] | None = None
+) -> str:
     """JSON with exact decimals: the standard library's has no Decimal."""
     return simplejson.dumps(
-        value, indent=indent, ensure_ascii=False, use_decimal=True, allow_nan=False
+        value,
+        indent=indent,
+        separators=separators,
+        ensure_ascii=False,
+        use_decimal=True,
+        allow_nan=False,
+        default=str,  # a type no one foresaw prints as its text, not a crash
     )
 
 
@@ -258,7 +293,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _json(value, separators=(",", ":"))
     return value
 
 

@@ -169,6 +169,8 @@ class Store:
         engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas(read_only))
+        elif read_only:
+            event.listen(engine.sync_engine, "connect", _postgres_text_types)
         return cls(engine, display)
 
     async def close(self) -> None:
@@ -1042,6 +1044,35 @@ def _read_only_sqlite(url: URL) -> URL:
     return url.set(database=f"file:{location}?mode=ro").update_query_dict(
         {"uri": "true"}
     )
+
+
+# Types a query gets as PostgreSQL's own text (as psql shows them), not as
+# Python objects that would print as `1 day, 2:00:00` or `Point((1.0, 2.0))`.
+POSTGRES_TEXT_TYPES = (
+    "interval",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "bit",
+    "varbit",
+    "tsvector",
+    "tsquery",
+    "pg_lsn",
+)
+
+
+def _postgres_text_types(dbapi_connection: Any, _record: Any) -> None:
+    async def as_text(connection: Any) -> None:
+        for name in POSTGRES_TEXT_TYPES:
+            await connection.set_type_codec(
+                name, schema="pg_catalog", encoder=str, decoder=str, format="text"
+            )
+
+    dbapi_connection.run_async(as_text)
 
 
 def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:

@@ -795,3 +795,40 @@ def test_json_printed_in_batches_is_the_json_printed_at_once() -> None:
     objects = [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
     assert streamed + printer.end() == json.dumps(objects, indent=2) + "\n"
     assert render(["a"], [], "json") == "[]\n"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_s_other_types_print_as_postgresql_writes_them(seeded: str) -> None:
+    """Not as the Python objects asyncpg makes of them (`1 day, 2:00:00`,
+    `asyncpg.pgproto.types.Point((1.0, 2.0))`, `<Range [1, 5)>`), and an
+    array of dates or numerics no longer fails to print."""
+    sql = (
+        "SELECT interval '1 mon 2 days 03:00:00.5' AS i, point(1, 2) AS p, "
+        "int4range(1, 5) AS r, 'empty'::int4range AS e, B'101' AS bits, "
+        "'{[1,3)}'::int4multirange AS mr, ARRAY[DATE '2026-01-02', NULL] AS dates, "
+        "ARRAY[1.25::numeric] AS n"
+    )
+
+    rows = [
+        json.loads(line)
+        for line in run(seeded, sql, "--format", "jsonl").stdout.splitlines()
+    ]
+    table = run(seeded, sql)
+
+    assert rows == [
+        {
+            "i": "1 mon 2 days 03:00:00.5",
+            "p": "(1,2)",
+            "r": "[1,5)",
+            "e": "empty",
+            "bits": "101",
+            "mr": ["[1,3)"],
+            "dates": ["2026-01-02", None],
+            "n": [1.25],
+        }
+    ]
+    assert (table.exit_code, table.stderr) == (0, "")
+    assert table.stdout.splitlines()[2].split() == [
+        "1", "mon", "2", "days", "03:00:00.5", "(1,2)", "[1,5)", "empty", "101",
+        '["[1,3)"]', '["2026-01-02",null]', "[1.25]",
+    ]  # fmt: skip
