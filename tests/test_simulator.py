@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -1133,3 +1134,24 @@ def test_the_command_says_how_a_sync_matches_its_budgets(
 ) -> None:
     said = _pacing_hint(options)
     assert said is None if hint is None else hint in (said or "")
+
+
+async def test_a_request_it_cannot_read_is_one_line_without_its_header(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp refuses a header over 8 KiB with a traceback that quotes the
+    header's start: for an Authorization header, the token's."""
+    caplog.set_level(logging.INFO)
+    token = "dop_v1_" + "7" * 9000
+    async with Simulator(SimulatorOptions(images=1)).serve() as url:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(f"{url}/v2/images", headers=headers) as response:
+                status = response.status
+
+    assert status == 400
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in refused] == [
+        ("WARNING", "Refused a request it could not read: HTTP 400, LineTooLong", None)
+    ]
+    assert "7777777777" not in caplog.text

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from inventory.simulator.account import Account, snapshot
 from inventory.simulator.app import Api
@@ -81,6 +82,9 @@ class Simulator:
     @contextlib.asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve on `host`:`port` (0 picks a free port); yields the base URL."""
+        server_log = logging.getLogger("aiohttp.server")
+        if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
+            server_log.addFilter(_MalformedRequests())
         runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:
@@ -123,3 +127,18 @@ def _build_account(options: SimulatorOptions) -> Account:
     return generate_account(
         options.images, options.seed, options.actions_per_image, options.private_share
     )
+
+
+class _MalformedRequests(logging.Filter):
+    """A request aiohttp cannot parse (a header over 8 KiB) as one WARNING
+    line, not a traceback quoting the start of the header: an Authorization
+    header's start is the token's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg = "Refused a request it could not read: HTTP %d, %s"
+            record.args = (exc.code, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
