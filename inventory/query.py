@@ -625,6 +625,12 @@ def _with_placeholder_hint(message: str, prepared: Prepared) -> str:
             f"{message} (a {{{{ name }}}} placeholder stands for a value; a table "
             "or column name cannot be one)"
         )
+    if placeholders and message.startswith("invalid input for query argument"):
+        # asyncpg: PostgreSQL typed the parameter from its use (`+ 1`).
+        return (
+            f"{message} (a '{{{{ name }}}}' in quotes compared with no column is "
+            "text; for a number, write {{ name }} without the quotes)"
+        )
     return message
 
 

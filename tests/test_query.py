@@ -832,3 +832,18 @@ def test_postgresql_s_other_types_print_as_postgresql_writes_them(seeded: str) -
         "1", "mon", "2", "days", "03:00:00.5", "(1,2)", "[1,5)", "empty", "101",
         '["[1,3)"]', '["2026-01-02",null]', "[1.25]",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_quoted_placeholder_postgresql_takes_for_a_number_says_what_to_write(
+    seeded: str,
+) -> None:
+    result = run(seeded, "SELECT '{{ x }}' + 1 AS y", "--var", "x=5")
+    unquoted = run(seeded, "SELECT {{ x }} + 1 AS y", "--var", "x=5", "--format", "csv")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "(a '{{ name }}' in quotes compared with no column is text; for a number, "
+        "write {{ name }} without the quotes)\n"
+    )
+    assert unquoted.stdout == "y\n6\n"
