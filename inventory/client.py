@@ -195,7 +195,7 @@ class DigitalOceanClient:
                 status=None,
             ) from exc
         try:
-            return json.loads(body)
+            return logs.scrubbed(body, json.loads(body))
         except ValueError as exc:
             raise RetryableError(
                 f"GET {url} answered 200 with a body that is not JSON.", status=200

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -44,6 +45,50 @@ def redact(text: str) -> str:
     """`text` with every secret learnt so far replaced by `***`: for what goes
     elsewhere than a log line (a run's error in `sync_runs`, its summary)."""
     return _masked(text, _learnt)
+
+
+def scrubbed(body: bytes, data: Any) -> Any:
+    """`data`, parsed from the API answer `body`, with every string in it that
+    holds a secret masked as `redact` masks: what an answer echoes of the
+    token goes to the store no more than to a log.
+
+    A scan of `body` for aligned halves of a window rules most answers out
+    at once: any SECRET_WINDOW characters in a row of a secret hold one.
+    """
+    known = frozenset(s for s in _learnt if len(s) >= MIN_SECRET)
+    if not known:
+        return data
+    folded = body.lower()
+    if not any(block in folded for block in _blocks(known)):
+        return data
+    masked = _scrub(data, known)
+    if masked != data:
+        logging.getLogger(__name__).warning(
+            "An API answer held the token, or part of it; stored as ***"
+        )
+    return masked
+
+
+@functools.lru_cache(maxsize=16)
+def _blocks(secrets: frozenset[str]) -> tuple[bytes, ...]:
+    half = SECRET_WINDOW // 2
+    return tuple(
+        secret[i : i + half].lower().encode()
+        for secret in secrets
+        for i in range(0, max(len(secret) - half + 1, 1), half)
+    )
+
+
+def _scrub(value: Any, secrets: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return _masked(value, secrets)
+    if isinstance(value, list):
+        return [_scrub(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {
+            _masked(key, secrets): _scrub(item, secrets) for key, item in value.items()
+        }
+    return value
 
 
 def _masked(text: str, secrets: Iterable[str]) -> str:

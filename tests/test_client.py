@@ -374,6 +374,24 @@ def test_a_token_echoed_whole_cut_short_or_re_cased_is_masked(echoed: str) -> No
             assert TOKEN[start : start + 12].lower() not in masked.lower()
 
 
+@pytest.mark.parametrize("start", range(len(TOKEN) - 11))
+def test_any_twelve_characters_of_the_token_in_an_answer_are_scrubbed(
+    start: int,
+) -> None:
+    """The quick scan for halves of a window misses no slice of the token."""
+    import json
+
+    from inventory.logs import keep_secret, scrubbed
+
+    keep_secret(TOKEN)
+    echoed = TOKEN[start : start + 12].upper()
+    data = {"images": [{"name": f"x {echoed} y", "tags": [echoed], "id": 1}]}
+
+    assert scrubbed(json.dumps(data).encode(), data) == {
+        "images": [{"name": "x *** y", "tags": ["***"], "id": 1}]
+    }
+
+
 def test_text_merely_like_the_token_is_left_alone() -> None:
     from inventory.logs import keep_secret, redact
 

@@ -695,3 +695,40 @@ async def test_an_image_id_beyond_64_bits_is_one_line_and_the_rest_is_stored(
     assert [r["id"] for r in await table(store, ImageRow)] == [1]
     assert [r["id"] for r in await table(store, ImageActionRow)] == [10]
     assert "announced" not in caplog.text  # two listed, two counted
+
+
+async def test_a_token_an_answer_echoes_is_not_stored(
+    api: FakeAPI,
+    store: Store,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whole, cut short or re-cased, in any field or tag: stored as ***."""
+    settings = make_settings(api.url, database_url)
+    image = {
+        "id": 1,
+        "public": False,
+        "regions": ["nyc3"],
+        "name": f"img-{TOKEN}",
+        "description": TOKEN[7:].upper(),
+        "tags": [TOKEN[10:30], "kept"],
+        "error_message": None,
+    }
+    api.get("/v2/images?per_page=200", payload={"images": [image], "links": {}})
+    api.get(
+        "/v2/images/1/actions?per_page=200",
+        payload={"actions": [{"id": 9, "status": "completed", "type": TOKEN}]},
+    )
+
+    result = await sync(settings, store)
+
+    assert result.status == "succeeded"
+    dumped = str([await table(store, ImageRow), await table(store, ImageActionRow)])
+    assert TOKEN[10:22] not in dumped and TOKEN[10:22].upper() not in dumped
+    stored = (await table(store, ImageRow))[0]
+    assert (stored["name"], stored["description"], stored["tags"]) == (
+        "img-***",
+        "***",
+        ["***", "kept"],
+    )
+    assert "An API answer held the token, or part of it; stored as ***" in caplog.text
