@@ -223,6 +223,7 @@ class Daemon:
         self._hurried_at: float | None = None  # when a second signal came
         self._held = contextlib.AsyncExitStack()  # the account's sync lock
         self._lock: AccountLock | None = None
+        self._stale_runs_left = False  # the start could not close them
 
     async def start(self) -> None:
         """Serve the endpoints, wait for and migrate the store, schedule runs."""
@@ -338,6 +339,8 @@ class Daemon:
         self.metrics.running.set(1)
         try:
             if await self._confirm_lock():
+                if self._stale_runs_left:  # before this run is one of them
+                    await self._close_stale_runs()
                 await self._close_unfinished()
                 await self._sync()
         except (AuthError, ConfigError) as exc:  # a refused token, or its file
@@ -422,14 +425,26 @@ class Daemon:
             logger.warning("Could not tidy up after the run: %s", one_line(exc))
 
     async def _tidy_runs(self) -> None:
-        """Close runs a dead process left `running`; prune old ones."""
+        """Close runs a dead process left `running`; prune old ones.
+
+        A store that takes no write now (another process holds the SQLite
+        file) does not stop the start: the first run tries again.
+        """
+        try:
+            await self._close_stale_runs()
+            await self._prune()
+        except StoreError as exc:
+            logger.warning("%s; trying again before the first run.", exc)
+
+    async def _close_stale_runs(self) -> None:
+        self._stale_runs_left = True
         closed = await self.store.close_stale_runs(
             self.settings.account, datetime.now(UTC)
         )
+        self._stale_runs_left = False
         if closed:
             logger.warning("Marked %d run(s) left running by a process gone", closed)
             self.metrics.runs.labels("interrupted").inc(closed)
-        await self._prune()
 
     async def _recall_last_success(self) -> None:
         """A restart keeps the readiness the store vouches for: its copy is as

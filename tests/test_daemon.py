@@ -1157,3 +1157,45 @@ async def test_a_restarted_daemon_is_ready_on_the_store_s_fresh_success(
     assert ready.ok, ready.detail
     last = value(samples, "inventory_sync_last_success_timestamp_seconds")
     assert abs(last - (now - timedelta(minutes=1)).timestamp()) < 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_store_another_process_holds_at_start_is_waited_out_not_fatal(
+    tmp_path: Path,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon starts, the runs fail in one line while the SQLite file is
+    held, and the first run after closes what a dead process left."""
+    import sqlite3
+
+    import inventory.store
+
+    monkeypatch.setattr(inventory.store, "SQLITE_BUSY_PATIENCE_S", 0.5)
+    async with reading(database_url) as store:
+        await store.migrate()
+        await store.start_run("default", datetime.now(UTC))  # a dead process's
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    sim = simulator(rate_per_minute=None, rate_per_hour=None)
+    try:
+        async with sim.serve() as base_url:
+            settings = settings_for(
+                tmp_path, base_url, database_url, daemon={"interval_s": 0.5}
+            )
+
+            async def failed_while_held() -> bool:
+                """a run to fail on the held file"""
+                return "The sync run failed" in caplog.text
+
+            async with reading(database_url) as store, running(settings):
+                await eventually(failed_while_held)
+                holder.execute("ROLLBACK")
+                rows = await eventually(runs_where(store, succeeded(1)))
+    finally:
+        holder.close()
+
+    assert [row["status"] for row in rows][:2] == ["interrupted", "succeeded"]
+    assert "trying again before the first run." in caplog.text
