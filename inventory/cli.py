@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -102,6 +103,12 @@ def run_async(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., No
             fail(str(exc), EXIT_RUN_FAILED)
         except SQLAlchemyError as exc:
             fail(f"the store failed: {with_hint(one_line(exc))}", EXIT_RUN_FAILED)
+        except BrokenPipeError:
+            # The reader stopped (`| head`): nothing more to say, and no one to
+            # say it to. As Python's documentation advises, stdout goes to
+            # /dev/null so the flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_RUN_FAILED)
         except OSError as exc:  # asyncpg's refused connection, unwrapped
             fail(f"the store failed: {one_line(exc)}", EXIT_RUN_FAILED)
         sys.exit(code)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -762,10 +761,4 @@ async def _query(settings: Settings, prepared: Prepared, output_format: str) -> 
     except (QueryError, StoreError) as exc:
         click.echo(f"inventory: {logs.redact(str(exc))}", err=True)
         return EXIT_USAGE if isinstance(exc, QueryError) else EXIT_RUN_FAILED
-    except BrokenPipeError:
-        # The reader stopped (`| head`): no more to say, and nothing to say it
-        # to; as Python's documentation advises, stdout goes to /dev/null so
-        # the flush at exit does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_RUN_FAILED
     return EXIT_OK
