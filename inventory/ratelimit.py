@@ -209,8 +209,10 @@ class RateLimiter:
                 if math.isfinite(wait):
                     self._check_deadline(now, wait)
                 self._log_wait(wait)
-                await self._nap(wait)
-                self.waited_s += max(self._clock() - now, 0.0)
+                try:
+                    await self._nap(wait)
+                finally:  # a run stopped mid-wait waited too
+                    self.waited_s += max(self._clock() - now, 0.0)
 
     def observe(self, headers: Headers, sequence: int) -> None:
         """Learn from a response what the server counted against the token."""

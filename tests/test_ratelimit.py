@@ -202,6 +202,27 @@ async def test_a_full_minute_waits_for_its_oldest_request_to_leave(
     assert rate.waited_s == 45.0
 
 
+async def test_a_wait_cut_short_by_a_stop_counts_as_waited(clock: FakeClock) -> None:
+    """A run stopped while the budget holds it back waited that long too: its
+    `rate_wait_s` said 0.0 (found by a new-user trial)."""
+
+    async def stopped_midway(seconds: float) -> None:
+        clock.now += 10.0
+        await asyncio.Event().wait()  # until the stop
+
+    rate = RateLimiter(
+        Budget(10, 100), clock=clock, wall_clock=clock.wall, sleep=stopped_midway
+    )
+    await send(rate, 10)
+    waiting = asyncio.create_task(rate.acquire())
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    assert rate.waited_s == 10.0
+
+
 async def test_a_full_hour_waits_for_its_oldest_request_to_leave(
     clock: FakeClock,
 ) -> None:
