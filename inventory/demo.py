@@ -15,6 +15,7 @@ from inventory import logs
 from inventory.client import open_client
 from inventory.config import load_settings
 from inventory.simulator import Simulator, SimulatorOptions
+from inventory.simulator.options import MAX_IMAGES
 from inventory.store import Store
 from inventory.sync import SyncResult, sync_account
 
@@ -37,15 +38,19 @@ FURTHER_QUERY = (
 
 
 @click.command()
-@click.option("--images", default=300, show_default=True, help="Images to generate.")
+@click.option(
+    "--images",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=1, max=MAX_IMAGES),
+    help="Images to generate.",
+)
 @click.option("--seed", default=1, show_default=True, help="Seed of the account.")
 @click.pass_context
 def demo(ctx: click.Context, images: int, seed: int) -> None:
     """Sync a simulated account into ./inventory-demo.db and query it."""
     from inventory.cli import run_async
 
-    if images < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--images")
     if DEMO_DATABASE.is_dir():
         raise click.UsageError(
             f"./{DEMO_DATABASE} is a directory; the demo writes its copy there as "

@@ -1155,3 +1155,15 @@ async def test_a_request_it_cannot_read_is_one_line_without_its_header(
         ("WARNING", "Refused a request it could not read: HTTP 400, LineTooLong", None)
     ]
     assert "7777777777" not in caplog.text
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_more_images_than_memory_holds_are_refused_at_once(command: str) -> None:
+    """A hundred million images grew past 5 GB before anyone was told."""
+    from inventory.cli import cli
+
+    result = CliRunner().invoke(cli, [command, "--images", "100000000"])
+
+    assert result.exit_code == 2
+    assert "'--images': 100000000 is not in the range" in result.output
+    assert "<=200000" in result.output

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from inventory.simulator.options import SimulatorOptions
+from inventory.simulator.options import MAX_IMAGES, SimulatorOptions
 from inventory.simulator.simulator import Simulator
 
 SHARE = click.FloatRange(0.0, 1.0)
@@ -30,7 +30,7 @@ BUDGET = click.IntRange(min=0)
     "--images",
     default=300,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_IMAGES),
     help="How many images to generate.",
 )
 @click.option(

@@ -22,6 +22,10 @@ SHARE_FIELDS = (
 )
 SECONDS_FIELDS = ("latency_s", "jitter_s", "stall_s", "action_duration_s")
 
+# A generated account lives in memory: a million images take gigabytes, and no
+# DigitalOcean account holds that many.
+MAX_IMAGES = 200_000
+
 
 @dataclass(frozen=True)
 class SimulatorOptions:
@@ -58,7 +62,7 @@ class SimulatorOptions:
     from_dir: Path | str | None = None
 
     def __post_init__(self) -> None:
-        _check(self.images >= 0, "images", "must be 0 or more")
+        _check(0 <= self.images <= MAX_IMAGES, "images", f"must be 0 to {MAX_IMAGES}")
         _check(self.actions_per_image >= 0, "actions_per_image", "must be 0 or more")
         for name in SHARE_FIELDS:
             _check(0.0 <= getattr(self, name) <= 1.0, name, "must be between 0 and 1")
