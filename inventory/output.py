@@ -80,6 +80,8 @@ def _value(cell: Any, kind: str | None) -> Any:
 
 
 def _plain(cell: Any, kind: str | None) -> Any:
+    if isinstance(cell, date) and (endless := _infinity(cell)):
+        return endless
     if isinstance(cell, datetime):
         if cell.tzinfo is None and kind == "timestamp":
             cell = cell.replace(tzinfo=UTC)
@@ -97,6 +99,19 @@ def _plain(cell: Any, kind: str | None) -> Any:
     if isinstance(cell, bool | int | str | dict):
         return cell
     return str(cell)
+
+
+def _infinity(cell: date) -> str | None:
+    """PostgreSQL's `infinity` and `-infinity`, which asyncpg gives as the
+    farthest date or time Python has (9999-12-31, 0001-01-01)."""
+    if isinstance(cell, datetime):
+        naive = cell.replace(tzinfo=None)
+        if naive == datetime.max:
+            return "infinity"
+        return "-infinity" if naive == datetime.min else None
+    if cell == date.max:
+        return "infinity"
+    return "-infinity" if cell == date.min else None
 
 
 def _number(cell: Decimal | float) -> Any:

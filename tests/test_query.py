@@ -806,7 +806,8 @@ def test_postgresql_s_other_types_print_as_postgresql_writes_them(seeded: str) -
         "SELECT interval '1 mon 2 days 03:00:00.5' AS i, point(1, 2) AS p, "
         "int4range(1, 5) AS r, 'empty'::int4range AS e, B'101' AS bits, "
         "'{[1,3)}'::int4multirange AS mr, ARRAY[DATE '2026-01-02', NULL] AS dates, "
-        "ARRAY[1.25::numeric] AS n"
+        "ARRAY[1.25::numeric] AS n, 'infinity'::timestamptz AS t_end, "
+        "'-infinity'::timestamp AS t_start, 'infinity'::date AS d_end"
     )
 
     rows = [
@@ -825,12 +826,16 @@ def test_postgresql_s_other_types_print_as_postgresql_writes_them(seeded: str) -
             "mr": ["[1,3)"],
             "dates": ["2026-01-02", None],
             "n": [1.25],
+            "t_end": "infinity",
+            "t_start": "-infinity",
+            "d_end": "infinity",
         }
     ]
     assert (table.exit_code, table.stderr) == (0, "")
     assert table.stdout.splitlines()[2].split() == [
         "1", "mon", "2", "days", "03:00:00.5", "(1,2)", "[1,5)", "empty", "101",
-        '["[1,3)"]', '["2026-01-02",null]', "[1.25]",
+        '["[1,3)"]', '["2026-01-02",null]', "[1.25]", "infinity", "-infinity",
+        "infinity",
     ]  # fmt: skip
 
 
