@@ -345,7 +345,8 @@ def _read_token_file(path: Path) -> str:
             "it is not a token file."
         )
     try:
-        token = held.decode("utf-8").strip()
+        # A BOM, as some Windows editors write one, is no part of the token.
+        token = held.decode("utf-8").removeprefix("\ufeff").strip()
     except UnicodeDecodeError:
         raise ConfigError(
             f"api.token_file: {path} is not UTF-8 text; it is not a token file."

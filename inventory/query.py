@@ -532,8 +532,23 @@ def _bind(
                 f"--var {name.removeprefix(VAR_PREFIX)}={value!r} is compared with "
                 "an integer column; give a whole number within 64 bits."
             )
+        if kind == "timestamp" and not _is_iso(value):
+            # PostgreSQL would fail on asyncpg's words, SQLite compare text.
+            raise QueryError(
+                f"--var {name.removeprefix(VAR_PREFIX)}={value!r} is compared with "
+                "a timestamp column; give an ISO 8601 time, such as 2026-01-31 or "
+                "2026-01-31T12:00:00Z."
+            )
         bound[name] = _typed(value, kind, dialect)
     return bound
+
+
+def _is_iso(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _typed(value: str, kind: str | None, dialect: str) -> Any:

@@ -67,6 +67,13 @@ def test_the_token_comes_from_a_file_for_container_secrets(tmp_path: Path) -> No
     assert settings.token() == TOKEN
 
 
+def test_a_token_file_written_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
+    settings = load_settings(environ={"DIGITALOCEAN_TOKEN_FILE": str(secret)})
+    assert settings.token() == TOKEN
+
+
 @pytest.mark.parametrize(
     ("held", "said"),
     [

@@ -727,6 +727,23 @@ def test_a_store_that_is_down_exits_1_not_the_bad_query_code() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_a_value_no_time_for_a_timestamp_column_names_its_placeholder(
+    seeded: str,
+) -> None:
+    """Not SQLite comparing text beside PostgreSQL's 'query argument $1'."""
+    sql = "SELECT id FROM images WHERE created_at > '{{ since }}'"
+
+    refused = run(seeded, sql, "--var", "since=yesterday")
+    taken = run(seeded, sql, "--var", "since=2000-01-01T00:00:00Z", "--format", "csv")
+
+    assert (refused.exit_code, refused.stderr) == (
+        2,
+        "inventory: --var since='yesterday' is compared with a timestamp column; "
+        "give an ISO 8601 time, such as 2026-01-31 or 2026-01-31T12:00:00Z.\n",
+    )
+    assert (taken.exit_code, len(taken.stdout.splitlines()) > 1) == (0, True)
+
+
 @pytest.mark.parametrize("value", ["abc", "5.0", "9223372036854775808"])
 def test_a_non_integer_value_for_an_integer_column_names_its_placeholder(
     seeded: str, value: str
