@@ -297,6 +297,9 @@ def database_url(raw: str) -> URL:
     )
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _asyncpg_url(url: URL) -> URL:
     """libpq's URL spelling for asyncpg: `sslmode=require` (as DigitalOcean's
     managed databases give it) becomes asyncpg's `ssl=require`."""
@@ -304,7 +307,12 @@ def _asyncpg_url(url: URL) -> URL:
         raise ConfigError(f"store.url: port {url.port} is not between 1 and 65535.")
     query = dict(url.query)
     if "sslmode" in query:
-        query.setdefault("ssl", query.pop("sslmode"))
+        mode = query.pop("sslmode")
+        if mode not in SSL_MODES:
+            raise ConfigError(
+                f"store.url: sslmode={mode} is not one of {', '.join(SSL_MODES)}."
+            )
+        query.setdefault("ssl", mode)
     return url.set(drivername="postgresql+asyncpg", query=query)
 
 

@@ -202,3 +202,19 @@ def test_a_config_file_that_is_not_utf_8_is_one_line(tmp_path: Path) -> None:
 def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Cannot read the configuration file"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_libpq_s_sslmode_is_given_to_asyncpg_and_a_bad_one_is_one_line() -> None:
+    from inventory.config import database_url
+
+    url = database_url("postgresql://u@db.example:25060/inv?sslmode=require")
+    assert (url.drivername, dict(url.query)) == (
+        "postgresql+asyncpg",
+        {"ssl": "require"},
+    )
+    with pytest.raises(ConfigError) as raised:
+        database_url("postgresql://u@db.example/inv?sslmode=bogus")
+    assert str(raised.value) == (
+        "store.url: sslmode=bogus is not one of disable, allow, prefer, require, "
+        "verify-ca, verify-full."
+    )
