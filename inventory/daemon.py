@@ -434,7 +434,7 @@ class Daemon:
             await self._close_stale_runs()
             await self._prune()
         except StoreError as exc:
-            logger.warning("%s; trying again before the first run.", exc)
+            logger.warning("%s Trying again before the first run.", exc)
 
     async def _close_stale_runs(self) -> None:
         self._stale_runs_left = True

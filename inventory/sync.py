@@ -489,8 +489,9 @@ async def sync_account(
             run_id = await store.start_run(run.account, run.seen_at)
     except TimeoutError:
         raise StoreError(
-            f"The store at {store.describe()} did not answer within "
-            f"{RECORD_S:.0f} s; no run was started."
+            f"The store at {store.describe()} took no write within "
+            f"{RECORD_S:.0f} s (a server that hangs, or another process holding "
+            "an SQLite file's write lock); no run was started."
         ) from None
     deadline_s = settings.sync.deadline_s
     client.limiter.set_deadline(started + deadline_s)

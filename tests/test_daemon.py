@@ -1198,4 +1198,4 @@ async def test_a_store_another_process_holds_at_start_is_waited_out_not_fatal(
         holder.close()
 
     assert [row["status"] for row in rows][:2] == ["interrupted", "succeeded"]
-    assert "trying again before the first run." in caplog.text
+    assert "(database is locked). Trying again before the first run." in caplog.text
