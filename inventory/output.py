@@ -117,10 +117,8 @@ def _infinity(cell: date) -> str | None:
 def _number(cell: Decimal | float) -> Any:
     """Exact decimals (PostgreSQL's numeric holds more digits than a float);
     no NaN nor Infinity, which JSON lacks, but PostgreSQL's spelling of them."""
-    if isinstance(cell, Decimal):
-        if not cell.is_finite():
-            return str(cell)  # 'NaN', 'Infinity'
-        return int(cell) if cell == cell.to_integral_value() else cell
+    if isinstance(cell, Decimal):  # with its scale: 2.000 stays 2.000
+        return cell if cell.is_finite() else str(cell)  # 'NaN', 'Infinity'
     if not math.isfinite(cell):
         return "NaN" if math.isnan(cell) else ("Infinity" if cell > 0 else "-Infinity")
     return cell
@@ -145,9 +143,13 @@ def _range(cell: Any) -> str:
 
 def _json_value(cell: Any) -> Any:
     """A JSON column's value, keys sorted so both databases print alike."""
-    text = cell if isinstance(cell, str) else json.dumps(cell)
+    text = cell if isinstance(cell, str) else _json(cell)
     try:
-        return json.loads(text, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
+        return json.loads(
+            text,
+            parse_float=Decimal,  # 2.50 and 30 digits print as stored
+            object_pairs_hook=lambda pairs: dict(sorted(pairs)),
+        )
     except ValueError:
         return cell
 

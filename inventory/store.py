@@ -27,6 +27,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -163,6 +164,9 @@ class Store:
         if read_only and url.get_backend_name() == "sqlite":
             url = _read_only_sqlite(url)
         options: dict[str, Any] = {"json_serializer": _dumps}
+        if read_only:
+            # A query prints JSON's numbers as stored: 2.50, and all 30 digits.
+            options["json_deserializer"] = _exact_loads
         if url.get_backend_name() != "sqlite":
             options["pool_pre_ping"] = True
             options["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
@@ -1073,6 +1077,10 @@ def _postgres_text_types(dbapi_connection: Any, _record: Any) -> None:
             )
 
     dbapi_connection.run_async(as_text)
+
+
+def _exact_loads(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
 
 
 def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:

@@ -869,3 +869,19 @@ def test_a_quoted_placeholder_postgresql_takes_for_a_number_says_what_to_write(
         "write {{ name }} without the quotes)\n"
     )
     assert unquoted.stdout == "y\n6\n"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_numbers_keep_their_digits_and_scale_also_inside_json(seeded: str) -> None:
+    sql = (
+        """SELECT '{"big": 123456789012345678901234567890.5, "k": 2.50}'::jsonb """
+        "AS j, "
+        "2.000::numeric AS n, ARRAY[1.10, 2.000] AS a"
+    )
+
+    result = run(seeded, sql, "--format", "jsonl")
+
+    assert result.stdout == (
+        '{"j": {"k": 2.50, "big": 123456789012345678901234567890.5}, '
+        '"n": 2.000, "a": [1.10, 2.000]}\n'
+    )
