@@ -44,7 +44,7 @@ def keep_secret(secret: str) -> None:
 def redact(text: str) -> str:
     """`text` with every secret learnt so far replaced by `***`: for what goes
     elsewhere than a log line (a run's error in `sync_runs`, its summary)."""
-    return _masked(text, _learnt)
+    return _mask(text, _known(_learnt))
 
 
 def scrubbed(body: bytes, data: Any) -> Any:
@@ -55,7 +55,7 @@ def scrubbed(body: bytes, data: Any) -> Any:
     A scan of `body` for aligned halves of a window rules most answers out
     at once: any SECRET_WINDOW characters in a row of a secret hold one.
     """
-    known = frozenset(s for s in _learnt if len(s) >= MIN_SECRET)
+    known = _known(_learnt)
     if not known:
         return data
     folded = body.lower()
@@ -81,18 +81,22 @@ def _blocks(secrets: frozenset[str]) -> tuple[bytes, ...]:
 
 def _scrub(value: Any, secrets: frozenset[str]) -> Any:
     if isinstance(value, str):
-        return _masked(value, secrets)
+        return _mask(value, secrets)
     if isinstance(value, list):
         return [_scrub(item, secrets) for item in value]
     if isinstance(value, dict):
         return {
-            _masked(key, secrets): _scrub(item, secrets) for key, item in value.items()
+            _mask(key, secrets): _scrub(item, secrets) for key, item in value.items()
         }
     return value
 
 
-def _masked(text: str, secrets: Iterable[str]) -> str:
-    known = frozenset(s for s in secrets if len(s) >= MIN_SECRET)
+def _known(secrets: Iterable[str]) -> frozenset[str]:
+    """The secrets long enough to mask: shorter ones are no real secret."""
+    return frozenset(s for s in secrets if len(s) >= MIN_SECRET)
+
+
+def _mask(text: str, known: frozenset[str]) -> str:
     if not known:
         return text
     text = _whole(known).sub("***", text)
@@ -135,20 +139,20 @@ class RedactSecrets(logging.Filter):
         self._given = list(secrets)
 
     @property
-    def secrets(self) -> list[str]:
-        return [s for s in {*self._given, *_learnt} if len(s) >= MIN_SECRET]
+    def secrets(self) -> frozenset[str]:
+        return _known({*self._given, *_learnt})
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = self.secrets
         if not secrets:
             return True
         message = record.getMessage()
-        masked = _masked(message, secrets)
+        masked = _mask(message, secrets)
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if _masked(text, secrets) != text:
+            if _mask(text, secrets) != text:
                 record.exc_info, record.exc_text = None, None
                 record.msg = f"{record.msg} (traceback withheld: it held a secret)"
         return True

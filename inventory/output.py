@@ -172,7 +172,7 @@ def render(
 ) -> str:
     """The rows in one of FORMATS, ending with a newline."""
     printer = Printer(columns, output_format)
-    return printer.start() + printer.rows(rows) + printer.end()
+    return printer.rows(rows) + printer.end()
 
 
 class Printer:
@@ -186,13 +186,25 @@ class Printer:
         self._keys = _unique(self.columns)
         self._held: list[Sequence[Any]] = []  # a table's rows
         self._printed = 0
+        self._started = False
 
-    def start(self) -> str:
+    def _start(self) -> str:
+        """The head, with the first rows or the end: a query that fails
+        before its first rows prints nothing."""
+        if self._started:
+            return ""
+        self._started = True
         if self.format == "csv":
             return _csv_lines([self.columns])
         return "[" if self.format == "json" else ""
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> str:
+        return self._start() + self._rows(rows)
+
+    def end(self) -> str:
+        return self._start() + self._end()
+
+    def _rows(self, rows: Sequence[Sequence[Any]]) -> str:
         if self.format == "csv":
             return _csv_lines(
                 [["" if v is None else _cell(v) for v in row] for row in rows]
@@ -212,7 +224,7 @@ class Printer:
         self._printed += len(objects)
         return text
 
-    def end(self) -> str:
+    def _end(self) -> str:
         if self.format == "json":
             return "\n]\n" if self._printed else "]\n"
         if self.format == "table":
@@ -237,14 +249,8 @@ def _json(
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """psql-like: numbers right-aligned, NULL written out, a row count below."""
-    # tabulate would print a decimal through a float: those columns go as
-    # text, aligned right by hand.
-    exact = {
-        index
-        for index in range(len(columns))
-        if any(isinstance(row[index], Decimal) for row in rows)
-    }
-    text_columns = _text_columns(rows, len(columns), exact)
+    kinds = [_column_kind([row[i] for row in rows]) for i in range(len(columns))]
+    exact = {i for i, kind in enumerate(kinds) if kind == "exact"}
     text = tabulate(
         [
             [
@@ -256,42 +262,30 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         headers=list(columns),
         missingval="NULL",
         floatfmt="",
-        disable_numparse=text_columns,
-        colalign=_alignment(rows, len(columns), exact) if exact else None,
+        # Otherwise tabulate would print the text '1e5' as 100000.
+        disable_numparse=[i for i, k in enumerate(kinds) if k not in NUMBERS]
+        if rows
+        else True,
+        colalign=[ALIGN[kind] for kind in kinds] if exact else None,
     )
     count = f"({len(rows)} row{'' if len(rows) == 1 else 's'})"
     return f"{text}\n{count}\n"
 
 
-def _alignment(rows: Sequence[Sequence[Any]], width: int, exact: set[int]) -> list[str]:
-    """tabulate's own alignment of each column, but decimals to the right."""
-
-    def align(index: int) -> str:
-        if index in exact:
-            return "right"
-        cells = [row[index] for row in rows if row[index] is not None]
-        return "decimal" if cells and all(map(_is_number, cells)) else "left"
-
-    return [align(index) for index in range(width)]
+# How the table prints a column, by what it holds: tabulate reads numbers in
+# "number" columns (and in those of NULLs alone), and would print a decimal
+# through a float: "exact" ones go as text, aligned right by hand.
+NUMBERS = ("number", "empty")
+ALIGN = {"exact": "right", "number": "decimal", "empty": "left", "text": "left"}
 
 
-def _text_columns(
-    rows: Sequence[Sequence[Any]], width: int, exact: set[int]
-) -> list[int] | bool:
-    """The columns tabulate must not read numbers in: all but the numeric ones
-    it can print exactly (not `exact`, the decimals).
-
-    Otherwise it would print the text '1e5' as 100000.
-    """
-    if not rows:
-        return True
-    numeric = {
-        index
-        for index in range(width)
-        if index not in exact
-        and all(_is_number(row[index]) or row[index] is None for row in rows)
-    }
-    return [index for index in range(width) if index not in numeric] or False
+def _column_kind(cells: Sequence[Any]) -> str:
+    present = [cell for cell in cells if cell is not None]
+    if any(isinstance(cell, Decimal) for cell in present):
+        return "exact"
+    if not present:
+        return "empty"
+    return "number" if all(map(_is_number, present)) else "text"
 
 
 def _is_number(value: Any) -> bool:

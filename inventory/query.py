@@ -764,14 +764,8 @@ async def _query(settings: Settings, prepared: Prepared, output_format: str) -> 
     try:
         async with streamed(settings.database_url(), prepared) as (columns, batches):
             printer = Printer(columns, output_format)
-            started = False  # the head waits for the first rows: a query
-            async for rows in batches:  # failing at once prints nothing
-                if not started:
-                    click.echo(printer.start(), nl=False)
-                    started = True
+            async for rows in batches:
                 click.echo(printer.rows(rows), nl=False)
-            if not started:
-                click.echo(printer.start(), nl=False)
             click.echo(printer.end(), nl=False)
     except (QueryError, StoreError) as exc:
         click.echo(f"inventory: {logs.redact(str(exc))}", err=True)

@@ -807,7 +807,7 @@ def test_rows_print_as_they_come_and_a_later_failure_is_one_line(seeded: str) ->
 
 def test_json_printed_in_batches_is_the_json_printed_at_once() -> None:
     printer = Printer(["a", "b"], "json")
-    streamed = printer.start() + printer.rows([[1, "x"]]) + printer.rows([[2, None]])
+    streamed = printer.rows([[1, "x"]]) + printer.rows([[2, None]])
 
     objects = [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
     assert streamed + printer.end() == json.dumps(objects, indent=2) + "\n"

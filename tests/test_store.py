@@ -7,7 +7,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,8 +23,10 @@ from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
 from conftest import (
     EXAMPLES,
+    another_writer,
     lose_account_lock,
     proxied_postgres,
+    reading,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -320,18 +322,6 @@ async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Any) -> Non
     assert (mode, busy_ms) == ("wal", 1_000)
 
 
-@contextlib.contextmanager
-def another_writer(path: Any) -> Iterator[sqlite3.Connection]:
-    """Another process's write transaction on the SQLite file, held for the
-    block: a user's sqlite3 shell, a second account's sync."""
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        yield holder
-    finally:
-        holder.close()
-
-
 @pytest.fixture
 async def sqlite_store(tmp_path: Any) -> AsyncIterator[Store]:
     store = Store.open(f"sqlite:///{tmp_path / 'busy.db'}")
@@ -390,7 +380,6 @@ async def test_another_writer_holding_the_sqlite_file_past_the_patience_is_one_l
 
 async def test_batches_fit_an_old_sqlite_s_999_variables(tmp_path: Any) -> None:
     """SQLite before 3.32 binds at most 999 variables in one statement."""
-    import sqlite3
 
     from sqlalchemy import event
 
@@ -439,11 +428,8 @@ async def test_pruning_keeps_each_account_s_newest_run_so_ids_never_restart(
 @pytest.fixture
 async def other(database_url: str) -> AsyncIterator[Store]:
     """The same store as another process opens it."""
-    store = Store.open(database_url)
-    try:
+    async with reading(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def test_one_process_at_a_time_holds_an_account_s_sync_lock(
