@@ -7,9 +7,10 @@ with a reason, and with INVENTORY_REQUIRE_POSTGRES=1 they fail instead.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from tcpproxy import Proxy, serve_proxy
 
 from inventory.config import Settings, load_settings
-from inventory.store import Store
+from inventory.store import AccountLock, Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "do-api-examples"
 if not EXAMPLES.is_dir():
@@ -37,6 +38,29 @@ def postgres_admin_url() -> str:
     if os.environ.get("INVENTORY_REQUIRE_POSTGRES") == "1":
         pytest.fail(reason + " (INVENTORY_REQUIRE_POSTGRES=1)")
     pytest.skip(reason)
+
+
+@asynccontextmanager
+async def reading(database_url: str) -> AsyncIterator[Store]:
+    """The same store as another process opens it: a person querying it, a
+    second daemon."""
+    store = Store.open(database_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextmanager
+def another_writer(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """Another process's write transaction on the SQLite file, held for the
+    block: a user's sqlite3 shell, a second account's sync."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield holder
+    finally:
+        holder.close()
 
 
 async def create_postgres_database() -> str:
@@ -137,3 +161,18 @@ async def lose_account_lock(store: Store, database_url: str) -> None:
             )
         )
     assert terminated == 1
+
+
+@asynccontextmanager
+async def lock_taken_over(
+    held: AccountLock, store: Store, database_url: str
+) -> AsyncIterator[None]:
+    """For the block, the lock `held` is lost (as to a dropped connection or
+    a removed lock file) and `store` holds it, as another process would. No
+    check of `held`'s falls between the loss and the take: it would take the
+    lock back first (2 runs in 12 on a loaded machine)."""
+    async with AsyncExitStack() as taken:
+        async with held._confirming:
+            await lose_account_lock(store, database_url)
+            await taken.enter_async_context(store.account_lock("default"))
+        yield

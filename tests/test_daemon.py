@@ -43,10 +43,12 @@ from inventory.sync import SyncRun
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
 from conftest import (
+    another_writer,
     create_postgres_database,
     drop_postgres_database,
-    lose_account_lock,
+    lock_taken_over,
     proxied_postgres,
+    reading,
 )
 
 TOKEN = "dop_v1_" + "da3m0n" * 8
@@ -117,16 +119,6 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
         yield daemon
     finally:
         await daemon.stop()
-
-
-@asynccontextmanager
-async def reading(database_url: str) -> AsyncIterator[Store]:
-    """A second connection to the daemon's store, as a person querying it."""
-    store = Store.open(database_url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def runs_of(store: Store) -> list[dict[str, Any]]:
@@ -244,6 +236,13 @@ async def succeeded_run(store: Store, started: datetime, took: timedelta) -> Non
 
 def a_run_started(rows: list[dict[str, Any]]) -> bool:
     return any(row["status"] == "running" for row in rows)
+
+
+async def start_into_a_run(daemon: Daemon, database_url: str) -> None:
+    """Start the daemon, and wait until its first run has begun."""
+    await daemon.start()
+    async with reading(database_url) as store:
+        await eventually(runs_where(store, a_run_started))
 
 
 # The schedule, without I/O.
@@ -456,10 +455,9 @@ async def mid_run(
             sync={"concurrency": 1},
         )
         daemon = Daemon(settings)
-        await daemon.start()
         try:
+            await start_into_a_run(daemon, database_url)
             async with reading(database_url) as store:
-                await eventually(runs_where(store, a_run_started))
                 yield daemon, store
         finally:
             daemon.hurry()  # stopped already, or a test that failed midway
@@ -528,9 +526,7 @@ async def test_stop_is_bounded_when_the_store_hangs_mid_run(
                 tmp_path, base_url, database_url, daemon={"grace_s": 0.5}
             )
             daemon = Daemon(settings)
-            await daemon.start()
-            async with reading(database_url) as store:
-                await eventually(runs_where(store, a_run_started))
+            await start_into_a_run(daemon, database_url)
             await asyncio.sleep(0.3)
             proxy.pause()
             stopping = asyncio.create_task(daemon.stop())
@@ -551,10 +547,9 @@ async def test_stop_lets_a_run_that_ends_within_its_grace_finish(
             tmp_path, base_url, database_url, daemon={"grace_s": 20}
         )
         daemon = Daemon(settings)
-        await daemon.start()
+        await start_into_a_run(daemon, database_url)
+        await daemon.stop()
         async with reading(database_url) as store:
-            await eventually(runs_where(store, a_run_started))
-            await daemon.stop()
             rows = await runs_of(store)
 
     assert [row["status"] for row in rows] == ["succeeded"]
@@ -1044,8 +1039,8 @@ async def test_a_daemon_that_lost_its_lock_stands_back_until_it_has_it_again(
         )
         async with reading(database_url) as store, running(settings) as daemon:
             await eventually(runs_where(store, succeeded(1)))
-            await lose_account_lock(store, database_url)
-            async with store.account_lock("default"):
+            assert daemon._lock is not None
+            async with lock_taken_over(daemon._lock, store, database_url):
 
                 async def stood_back() -> bool:
                     """the daemon to see its lock taken"""
@@ -1081,8 +1076,8 @@ async def test_a_daemon_whose_lock_is_taken_mid_run_stops_that_run(
         )
         async with reading(database_url) as store, running(settings) as daemon:
             await eventually(runs_where(store, a_run_started))
-            await lose_account_lock(store, database_url)
-            async with store.account_lock("default"):
+            assert daemon._lock is not None
+            async with lock_taken_over(daemon._lock, store, database_url):
 
                 def stopped(rows: list[dict[str, Any]]) -> bool:
                     return any(row["status"] == "interrupted" for row in rows)
@@ -1168,19 +1163,14 @@ async def test_a_store_another_process_holds_at_start_is_waited_out_not_fatal(
 ) -> None:
     """The daemon starts, the runs fail in one line while the SQLite file is
     held, and the first run after closes what a dead process left."""
-    import sqlite3
-
     import inventory.store
 
     monkeypatch.setattr(inventory.store, "SQLITE_BUSY_PATIENCE_S", 0.5)
     async with reading(database_url) as store:
         await store.migrate()
         await store.start_run("default", datetime.now(UTC))  # a dead process's
-    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-    holder.isolation_level = None
-    holder.execute("BEGIN IMMEDIATE")
     sim = simulator(rate_per_minute=None, rate_per_hour=None)
-    try:
+    with another_writer(database_url.removeprefix("sqlite:///")) as holder:
         async with sim.serve() as base_url:
             settings = settings_for(
                 tmp_path, base_url, database_url, daemon={"interval_s": 0.5}
@@ -1194,8 +1184,6 @@ async def test_a_store_another_process_holds_at_start_is_waited_out_not_fatal(
                 await eventually(failed_while_held)
                 holder.execute("ROLLBACK")
                 rows = await eventually(runs_where(store, succeeded(1)))
-    finally:
-        holder.close()
 
     assert [row["status"] for row in rows][:2] == ["interrupted", "succeeded"]
     assert "(database is locked). Trying again before the first run." in caplog.text

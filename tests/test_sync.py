@@ -23,7 +23,12 @@ from inventory.store import Store
 from inventory.sync import SyncResult, images_needing_actions, sync_account
 from inventory.tables import ImageActionRow, ImageRegionRow, ImageRow
 
-from conftest import EXAMPLES, TOKEN, lose_account_lock, make_settings
+from conftest import (
+    EXAMPLES,
+    TOKEN,
+    lock_taken_over,
+    make_settings,
+)
 from fakeapi import FakeAPI, serve_fake_api
 
 NO_LIMITS = {"rate_per_minute": None, "rate_per_hour": None}
@@ -543,8 +548,7 @@ async def test_a_run_that_loses_its_lock_to_another_process_stops_interrupted(
                 if await table(store, ImageActionRow):
                     break
                 await asyncio.sleep(0.05)
-            await lose_account_lock(store, database_url)
-            async with other.account_lock("default"):
+            async with lock_taken_over(lock, other, database_url):
                 result = await asyncio.wait_for(run, 10)
     finally:
         await other.close()
